@@ -1,0 +1,277 @@
+"""Actions, pipelines and the executor.
+
+An action has a name (LAVA's, so named timeouts keep working), a level
+(``1``, ``1.2``, ``1.2.3``), a timeout, ``validate()``, ``run()`` and
+``cleanup()``, and may own an internal pipeline. The executor runs actions
+with their timeouts, records durations, and logs ``start:``/``end:`` lines.
+
+Timeouts interrupt a running action in two ways that raise the same
+exception: every blocking helper (commands, downloads, waits on a
+connection, coordinator calls) is bounded by ``ctx.remaining()``, and in
+the main thread a SIGALRM timer also interrupts plain Python code.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
+
+from pipeline.errors import Bug, Canceled, InfrastructureError, JobError, LavaError
+from pipeline.timeouts import DEFAULT_ACTION_TIMEOUT
+
+if TYPE_CHECKING:
+    from pipeline.context import JobContext
+
+
+class ActionTimeout(JobError):
+    """An action (or one operation on a connection) ran out of time."""
+
+
+class JobTimeout(LavaError):
+    """The whole job ran out of time: never retried."""
+
+    error_type = "Job"
+
+
+class Action:
+    """One step of a pipeline. Subclasses set name, description, summary."""
+
+    name = "action"
+    description = ""
+    summary = ""
+    aliases: tuple[str, ...] = ()  # other names accepted in named timeouts
+    uses_connection = False  # waits on a connection; its connection_timeout bounds each operation
+    per_operation_timeout = False  # the timeout bounds each operation, not the whole action
+
+    def __init__(self, params: Any = None):
+        self.params = params  # the validated block parameters of the top-level action
+        self.level = ""
+        self.timeout = DEFAULT_ACTION_TIMEOUT
+        self.timeout_source = "default"
+        self.connection_timeout: float | None = None
+        self.pipeline: Pipeline | None = None
+        self.parent: Action | None = None
+        self.duration: float | None = None
+        self.started: float | None = None
+        self.result: str | None = None
+        self.errors: list[str] = []
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+    def internal(self, *actions: Action) -> Pipeline:
+        """Give this action an internal pipeline holding ``actions``."""
+        self.pipeline = Pipeline(parent=self)
+        for action in actions:
+            self.pipeline.add(action)
+        return self.pipeline
+
+    def validate(self, ctx: JobContext) -> None:
+        """Record problems in self.errors; the internal pipeline is checked too."""
+        if self.pipeline:
+            self.pipeline.validate(ctx)
+
+    def run(self, ctx: JobContext) -> None:
+        if self.pipeline:
+            self.pipeline.run(ctx)
+
+    def cleanup(self, ctx: JobContext) -> None:
+        """Release what run() took; called once at the end of the job, even after a failure."""
+
+    def walk(self) -> Iterator[Action]:
+        yield self
+        if self.pipeline:
+            for action in self.pipeline.actions:
+                yield from action.walk()
+
+    def describe(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "level": self.level,
+            "name": self.name,
+            "description": self.description,
+            "summary": self.summary,
+            "timeout": round(self.timeout, 3),
+        }
+        if self.connection_timeout is not None:
+            entry["connection_timeout"] = round(self.connection_timeout, 3)
+        if self.duration is not None:
+            entry["duration"] = round(self.duration, 3)
+        if self.result is not None:
+            entry["result"] = self.result
+        return entry
+
+
+class Pipeline:
+    """An ordered list of actions; the top level or the inside of an action."""
+
+    def __init__(self, parent: Action | None = None):
+        self.parent = parent
+        self.actions: list[Action] = []
+
+    def add(self, action: Action) -> Action:
+        action.parent = self.parent
+        prefix = f"{self.parent.level}." if self.parent else ""
+        action.level = f"{prefix}{len(self.actions) + 1}"
+        if action.params is None and self.parent is not None:
+            action.params = self.parent.params
+        self.actions.append(action)
+        if action.pipeline:
+            action.pipeline.relevel()
+        return action
+
+    def relevel(self) -> None:
+        for index, action in enumerate(self.actions, 1):
+            prefix = f"{self.parent.level}." if self.parent else ""
+            action.level = f"{prefix}{index}"
+            if action.pipeline:
+                action.pipeline.relevel()
+
+    def walk(self) -> Iterator[Action]:
+        for action in self.actions:
+            yield from action.walk()
+
+    def validate(self, ctx: JobContext) -> None:
+        for action in self.actions:
+            action.validate(ctx)
+
+    def run(self, ctx: JobContext) -> None:
+        for action in self.actions:
+            run_action(action, ctx)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [action.describe() for action in self.walk()]
+
+
+class RetryAction(Action):
+    """Runs its internal pipeline again on JobError or InfrastructureError.
+
+    ``failure_retry: N`` allows up to N attempts in all (as LAVA counts).
+    The internal actions are cleaned up between attempts.
+    """
+
+    def run(self, ctx: JobContext) -> None:
+        attempts = max(1, getattr(self.params, "failure_retry", None) or 1)
+        for attempt in range(1, attempts + 1):
+            if attempts > 1:
+                ctx.logger.info(f"{self.name}: attempt {attempt} of {attempts}")
+            try:
+                super().run(ctx)
+                return
+            except (JobError, InfrastructureError) as exc:
+                if isinstance(exc, (JobTimeout, Canceled)) or attempt == attempts:
+                    raise
+                ctx.logger.warning(f"{self.name}: {type(exc).__name__}: {exc}; retrying "
+                                   f"(attempt {attempt + 1} of {attempts})")
+                ctx.count_retry(self.name)
+                if self.pipeline:
+                    for action in reversed(list(self.pipeline.walk())):
+                        cleanup_quietly(action, ctx)
+
+
+def cleanup_quietly(action: Action, ctx: JobContext) -> None:
+    try:
+        action.cleanup(ctx)
+    except Exception as exc:  # noqa: BLE001 - cleanup must go on for the rest
+        ctx.logger.error(f"{action.name}: cleanup failed: {type(exc).__name__}: {exc}")
+
+
+def format_seconds(seconds: float) -> str:
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def run_action(action: Action, ctx: JobContext) -> None:
+    """Run one action with its timeout; record its duration and result."""
+    ctx.check()
+    ctx.current_action = action
+    ctx.logger.info(f"start: {action.level} {action.name} (timeout {format_seconds(action.timeout)})")
+    action.started = time.monotonic()
+    ctx.started_actions.append(action)
+    deadline = None if action.per_operation_timeout else action.started + action.timeout
+    try:
+        with ctx.deadline(deadline, action):
+            ctx.protocol_calls(action)
+            action.run(ctx)
+        action.result = "pass"
+    except ActionTimeout:
+        action.result = "fail"
+        if deadline is not None and time.monotonic() >= deadline - 0.01:
+            # This action's own timeout ran out: the seed's wording.
+            message = f"{action.name}: timeout. {action.timeout:g} seconds"
+            ctx.logger.error(message)
+            raise ActionTimeout(message) from None
+        raise
+    except LavaError:
+        action.result = "fail"
+        raise
+    except Exception as exc:
+        action.result = "fail"
+        raise Bug(f"{action.name}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        action.duration = time.monotonic() - action.started
+        ctx.logger.info(f"end: {action.level} {action.name} (duration {format_seconds(action.duration)})"
+                        + ("" if action.result == "pass" else " [failed]"))
+        ctx.record_duration(action)
+
+
+class Deadlines:
+    """A stack of deadlines; the nearest one is armed as a SIGALRM timer in the main thread."""
+
+    def __init__(self) -> None:
+        self.stack: list[tuple[float, Action | None, type[LavaError]]] = []
+        self.main_thread = threading.current_thread() is threading.main_thread()
+
+    def nearest(self) -> tuple[float, Action | None, type[LavaError]] | None:
+        return min(self.stack, key=lambda item: item[0]) if self.stack else None
+
+    def remaining(self) -> float | None:
+        nearest = self.nearest()
+        return None if nearest is None else nearest[0] - time.monotonic()
+
+    def expired_error(self) -> LavaError | None:
+        nearest = self.nearest()
+        if nearest is None or nearest[0] > time.monotonic():
+            return None
+        _, action, kind = nearest
+        if kind is JobTimeout:
+            return JobTimeout("job timeout: the job ran longer than its timeouts.job")
+        return ActionTimeout(f"{action.name}: timeout. {action.timeout:g} seconds" if action else "timeout")
+
+    @contextmanager
+    def push(self, deadline: float | None, action: Action | None, kind: type[LavaError]) -> Iterator[None]:
+        if deadline is None:
+            yield
+            return
+        entry = (deadline, action, kind)
+        self.stack.append(entry)
+        self._arm()
+        try:
+            yield
+        finally:
+            self.stack.remove(entry)
+            self._arm()
+
+    def clear(self) -> None:
+        """Drop every deadline (finalize must not be interrupted)."""
+        self.stack.clear()
+        self._arm()
+
+    def _arm(self) -> None:
+        if not self.main_thread or threading.current_thread() is not threading.main_thread():
+            return
+        remaining = self.remaining()
+        if remaining is None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            return
+        signal.signal(signal.SIGALRM, self._fire)
+        signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001))
+
+    def _fire(self, signum: int, frame: Any) -> None:
+        error = self.expired_error()
+        if error is not None:
+            raise error
+        self._arm()  # woke a little early: arm again

@@ -1,0 +1,233 @@
+"""Actions that prepare the LAVA overlay (test definitions + on-target scripts)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from pipeline import overlay
+from pipeline.action import Action
+from pipeline.archive import safe_extract
+from pipeline.download import download
+from pipeline.errors import InfrastructureError, JobError
+from pipeline.job import ActionBlock, TestDefinition
+from pipeline.processes import run_command
+from pipeline.strategies import known_action
+
+if TYPE_CHECKING:
+    from pipeline.context import JobContext
+
+
+def overlay_root(ctx: JobContext) -> str:
+    """Where the overlay lives on the board."""
+    template = str(ctx.device.parameters.get("lava_test_results_dir") or "/lava-{job_id}")
+    return overlay.results_dir(template, ctx.job_id).replace("{workdir}", str(ctx.workdir))
+
+
+def staging_dir(ctx: JobContext) -> Path:
+    """The overlay's files on the dispatcher: the contents of overlay_root() on the board.
+
+    The tarball holds paths relative to that root; each way of applying it
+    (ramdisk, NFS root, drive, local directory) puts them under the root.
+    """
+    return ctx.workdir / "overlay"
+
+
+def stage_dir(ctx: JobContext, stage: int) -> Path:
+    return staging_dir(ctx) / str(stage)
+
+
+class RepoAction(Action):
+    """Fetch one test definition into ``<stage>/fetched/<n>``."""
+
+    def __init__(self, stage: int, index: int, definition: TestDefinition, place: str):
+        super().__init__()
+        self.stage, self.index, self.definition, self.place = stage, index, definition, place
+        self.summary = f"{self.definition.from_} test definition {definition.name or definition.path}"
+
+    def target(self, ctx: JobContext) -> Path:
+        return stage_dir(ctx, self.stage) / "fetched" / str(self.index)
+
+    def run(self, ctx: JobContext) -> None:
+        target = self.target(ctx)
+        target.mkdir(parents=True, exist_ok=True)
+        self.fetch(ctx, target)
+        if not (target / self.definition.path).is_file():
+            raise JobError(f"{self.place}.path: {self.definition.path!r} is not in {self.definition.repository}")
+
+    def fetch(self, ctx: JobContext, target: Path) -> None:
+        raise NotImplementedError
+
+
+@known_action
+class GitRepoAction(RepoAction):
+    name = "git-repo-action"
+    description = "clone a git repository holding test definitions"
+
+    def fetch(self, ctx: JobContext, target: Path) -> None:
+        definition = self.definition
+        argv = ["git", "clone", "--quiet"]
+        if definition.branch:
+            argv += ["--branch", definition.branch]
+        if definition.shallow and not definition.revision:
+            argv += ["--depth", "1"]
+        argv += ["--", definition.repository, str(target / "repo")]
+        env = {"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(ctx.workdir)}
+        ctx.logger.info(f"git clone {definition.repository}")
+        try:
+            run_command(argv, ctx.remaining(), "git clone", env=env, registry=ctx.processes)
+            if definition.revision:
+                run_command(["git", "-C", str(target / "repo"), "checkout", "--quiet", definition.revision, "--"],
+                            ctx.remaining(), "git checkout", env=env, registry=ctx.processes)
+            commit = run_command(["git", "-C", str(target / "repo"), "rev-parse", "HEAD"], ctx.remaining(),
+                                 "git rev-parse", env=env).strip()
+        except InfrastructureError as exc:
+            # An unreachable repository or a missing revision is the job's to fix.
+            raise JobError(f"{self.place}.repository: {exc}") from None
+        ctx.logger.info(f"{definition.repository} at commit {commit}")
+        (target / "commit").write_text(commit)
+        # The definition's own files (scripts beside the YAML) come along.
+        for item in (target / "repo").iterdir():
+            if item.name != ".git":
+                item.rename(target / item.name)
+
+
+@known_action
+class InlineRepoAction(RepoAction):
+    name = "inline-repo-action"
+    description = "write an inline test definition"
+
+    def fetch(self, ctx: JobContext, target: Path) -> None:
+        path = target / self.definition.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(self.definition.repository, sort_keys=False))
+
+
+@known_action
+class UrlRepoAction(RepoAction):
+    name = "url-repo-action"
+    description = "download a test definition file"
+
+    def fetch(self, ctx: JobContext, target: Path) -> None:
+        download(self.definition.repository, target / self.definition.path, roots=ctx.file_roots,
+                 timeout=ctx.remaining(), size_limit=16 * 1024 * 1024, log=ctx.logger.debug, check=ctx.check)
+
+
+@known_action
+class TarRepoAction(RepoAction):
+    name = "tar-repo-action"
+    description = "download and unpack a tarball of test definitions"
+
+    def fetch(self, ctx: JobContext, target: Path) -> None:
+        tarball = target.parent / f"{self.index}.tar"
+        download(self.definition.repository, tarball, roots=ctx.file_roots, timeout=ctx.remaining(),
+                 size_limit=256 * 1024 * 1024, log=ctx.logger.debug, check=ctx.check)
+        safe_extract(tarball, target, f"{self.place}.repository")
+        tarball.unlink()
+
+
+REPO_ACTIONS = {"git": GitRepoAction, "inline": InlineRepoAction, "url": UrlRepoAction, "tar": TarRepoAction}
+
+
+@known_action
+class TestOverlayAction(Action):
+    """Check each fetched definition and lay it out with its run.sh and install.sh."""
+
+    __test__ = False
+    name = "test-overlay"
+    description = "lay out test definitions with their run and install scripts"
+    summary = "test definitions"
+    aliases = ("test-install-overlay", "test-runscript-overlay")
+
+    def __init__(self, stages: list[tuple[int, ActionBlock]], repos: list[RepoAction], os_name: str | None):
+        super().__init__()
+        self.stages, self.repos, self.os_name = stages, repos, os_name
+
+    def run(self, ctx: JobContext) -> None:
+        root = overlay_root(ctx)
+        by_stage: dict[int, list[RepoAction]] = {}
+        for repo in self.repos:
+            by_stage.setdefault(repo.stage, []).append(repo)
+        for stage, _block in self.stages:
+            directory = stage_dir(ctx, stage)
+            placed = []
+            for repo in by_stage.get(stage, []):
+                fetched = repo.target(ctx)
+                testdef = overlay.load_testdef(fetched / repo.definition.path, repo.place)
+                name = repo.definition.name or str(testdef["metadata"]["name"])
+                params = {**(repo.definition.params or {}), **(repo.definition.parameters or {})}
+                placed.append(overlay.write_test(directory, stage, repo.index, overlay.safe_suite(name), testdef,
+                                                 fetched, params, self.os_name, root))
+            overlay.write_stage_conf(directory, placed, root, stage)
+            ctx.stage_tests[stage] = placed
+            ctx.logger.info(f"stage {stage}: " + ", ".join(test.name for test in placed))
+
+
+@known_action
+class CompressOverlay(Action):
+    name = "compress-overlay"
+    description = "pack the overlay as a tarball kept with the job's output"
+    summary = "overlay tarball"
+
+    def run(self, ctx: JobContext) -> None:
+        staging = staging_dir(ctx)
+        overlay.copy_scripts(staging)
+        overlay.write_environment(staging, {"LAVA_JOB_ID": ctx.job_id, "LAVA_BOARD": ctx.board_name,
+                                         "LAVA_DEVICE_TYPE": ctx.device.device_type, **ctx.environment})
+        for fetched in list(staging.rglob("fetched")):
+            if fetched.is_dir():
+                shutil.rmtree(fetched)
+        ctx.output_dir.mkdir(parents=True, exist_ok=True)
+        tarball = ctx.output_dir / "overlay.tar.gz"
+        overlay.pack_tarball(staging, tarball)
+        ctx.overlay_tarball = tarball
+        ctx.overlay_dir = staging
+        ctx.logger.info(f"overlay {tarball} ({tarball.stat().st_size} bytes)")
+
+
+@known_action
+class LavaOverlayAction(Action):
+    name = "lava-overlay"
+    description = "add test definitions and the LAVA API scripts to the deployment"
+    summary = "overlay the lava support scripts"
+
+    def __init__(self, stages: list[tuple[int, ActionBlock]], os_name: str | None):
+        super().__init__()
+        repos: list[RepoAction] = []
+        for stage, block in stages:
+            for index, definition in enumerate(block.definitions):
+                cls = REPO_ACTIONS[definition.from_]
+                repos.append(cls(stage, index, definition, f"{block.place}.definitions[{index}]"))
+        definitions = TestDefinitionAction()
+        definitions.summary = f"{len(repos)} test definition(s)"
+        definitions.internal(*repos, TestOverlayAction(stages, repos, os_name))
+        self.internal(definitions, CompressOverlay())
+
+
+@known_action
+class TestDefinitionAction(Action):
+    __test__ = False
+    name = "test-definition"
+    description = "fetch the test definitions and lay them out"
+
+
+def overlay_action(plan_stages: list[tuple[int, ActionBlock]], os_name: str | None) -> LavaOverlayAction | None:
+    """The lava-overlay action for the test stages a deployment prepares (None without tests)."""
+    return LavaOverlayAction(plan_stages, os_name) if plan_stages else None
+
+
+@known_action
+class ApplyOverlayLocal(Action):
+    """Extract the overlay into the local board's root directory on the dispatcher."""
+
+    name = "apply-overlay-local"
+    description = "unpack the overlay into the local board's directory"
+    summary = "overlay into the board directory"
+
+    def run(self, ctx: JobContext) -> None:
+        if ctx.overlay_tarball is None:
+            raise JobError("no overlay was prepared for the test actions")
+        safe_extract(ctx.overlay_tarball, Path(overlay_root(ctx)), "overlay")

@@ -1,0 +1,59 @@
+"""Results as files: LAVA-style results.yaml, JUnit results.xml, and a terminal summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable
+from xml.etree import ElementTree
+
+import yaml
+
+
+def write_results_yaml(results: Iterable[dict[str, Any]], path: Path) -> None:
+    path.write_text(yaml.safe_dump(list(results), sort_keys=False, default_flow_style=False))
+
+
+def junit_xml(results: list[dict[str, Any]], job_name: str) -> str:
+    """JUnit XML, one testsuite per suite, so GitLab and Jenkins can show the results."""
+    suites: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        suites.setdefault(str(result["suite"]), []).append(result)
+    root = ElementTree.Element("testsuites", name=job_name)
+    for suite, cases in suites.items():
+        counts = Counter(case["result"] for case in cases)
+        node = ElementTree.SubElement(root, "testsuite", name=suite, tests=str(len(cases)),
+                                      failures=str(counts["fail"]), skipped=str(counts["skip"] + counts["unknown"]),
+                                      errors="0")
+        for case in cases:
+            attributes = {"classname": f"{job_name}.{suite}", "name": str(case["case"])}
+            if case.get("duration") is not None:
+                attributes["time"] = f"{case['duration']:.3f}"
+            element = ElementTree.SubElement(node, "testcase", attributes)
+            if case["result"] == "fail":
+                message = str(case.get("error_msg") or "failed")
+                ElementTree.SubElement(element, "failure", message=message, type=str(case.get("error_type", "fail")))
+            elif case["result"] in ("skip", "unknown"):
+                ElementTree.SubElement(element, "skipped", message=str(case["result"]))
+            if case.get("measurement") is not None:
+                ElementTree.SubElement(element, "system-out").text = (
+                    f"measurement: {case['measurement']} {case.get('units') or ''}".strip())
+    ElementTree.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root, encoding="unicode") + "\n"
+
+
+def summary_table(results: list[dict[str, Any]], state: str) -> str:
+    """A short table of the test cases and the pass/fail counts, for the end of a run."""
+    cases = [r for r in results if r["suite"] != "lava"]
+    lines = []
+    if cases:
+        width_suite = max(len("suite"), *(len(str(r["suite"])) for r in cases))
+        width_case = max(len("case"), *(len(str(r["case"])) for r in cases))
+        lines.append(f"{'suite':<{width_suite}}  {'case':<{width_case}}  result  measurement")
+        for r in cases:
+            measure = "" if r.get("measurement") is None else f"{r['measurement']:g} {r.get('units') or ''}".strip()
+            lines.append(f"{r['suite']:<{width_suite}}  {r['case']:<{width_case}}  {r['result']:<6}  {measure}")
+    counts = Counter(r["result"] for r in cases)
+    lines.append(f"job {state}: pass {counts['pass']}, fail {counts['fail']}, skip {counts['skip']}, "
+                 f"unknown {counts['unknown']}")
+    return "\n".join(lines)

@@ -1,0 +1,178 @@
+"""Running a job: start, each top-level action, finalize.
+
+The three steps are separate so that the same engine runs a job in one
+process (``lava-dispatch run``) or as a chain of Celery tasks on a board's
+worker, where the runner lives in the worker process between tasks.
+``finalize`` always runs and always leaves the board off and no helper
+process behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from pipeline.action import Action, cleanup_quietly, run_action
+from pipeline.context import JobContext, TestCaseResult
+from pipeline.device import Device
+from pipeline.errors import Bug, Canceled, LavaError
+from pipeline.job import Job, ProblemList
+from pipeline.log import FileSink, JobLogger, Sink
+from pipeline.processes import ProcessRegistry
+from pipeline.results import junit_xml, write_results_yaml
+from pipeline.strategies import build_pipeline
+
+COMPLETE, INCOMPLETE, CANCELED = "Complete", "Incomplete", "Canceled"
+
+
+@dataclass
+class Outcome:
+    state: str
+    error_type: str | None = None
+    error: str | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    durations: list[dict[str, Any]] = field(default_factory=list)
+    output_dir: Path | None = None
+
+
+def describe_pipeline(job: Job, device: Device, role: str | None = None) -> list[dict[str, Any]]:
+    """The pipeline as ``lava-dispatch validate`` prints it (raises ProblemList)."""
+    return build_pipeline(job, device, role).pipeline.describe()
+
+
+class JobRunner:
+    def __init__(self, job: Job, device: Device, *, output_dir: Path, job_id: str = "local",
+                 board_name: str = "local", role: str | None = None, sinks: list[Sink] | None = None,
+                 cancel_requested: Callable[[], bool] = lambda: False, file_roots: list[Path] | None = None,
+                 workdir: Path | None = None, processes: ProcessRegistry | None = None):
+        self.job, self.device, self.role = job, device, role
+        self.built = build_pipeline(job, device, role)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.file_sink = FileSink(output_dir / "output.yaml")
+        logger = JobLogger([self.file_sink, *(sinks or [])], role=role)
+        self.own_workdir = workdir is None
+        workdir = workdir or Path(tempfile.mkdtemp(prefix=f"lava-dispatch-{job_id}-"))
+        self.ctx = JobContext(job=job, device=device, logger=logger, workdir=workdir, output_dir=output_dir,
+                              processes=processes or ProcessRegistry(), cancel_requested=cancel_requested,
+                              file_roots=file_roots, board_name=board_name, job_id=job_id)
+        self.error: LavaError | None = None
+        self.started_at: float | None = None
+        self.finalized = False
+
+    @property
+    def actions(self) -> list[Action]:
+        return self.built.pipeline.actions
+
+    def start(self) -> None:
+        ctx = self.ctx
+        self.started_at = time.monotonic()
+        (ctx.output_dir / "job.yaml").write_text(self.job.text)
+        (ctx.output_dir / "device.yaml").write_text(yaml.safe_dump(self.device.model_dump(mode="json"),
+                                                                   sort_keys=False))
+        ctx.job_deadline = self.started_at + self.job.header.timeouts.job
+        ctx.logger.info(f"start: job {ctx.job_id} {self.job.name!r} on {ctx.board_name} "
+                        f"({self.device.device_type}), timeout {self.job.header.timeouts.job:g} s")
+        for block in self.built.blocks:
+            if block.kind == "submit":
+                ctx.logger.warning(f"{block.place}: submit is accepted but ignored (pipeline data cannot be submitted)")
+
+    def run_action(self, index: int) -> bool:
+        """Run one top-level action; False once the job has failed (the rest are skipped)."""
+        if self.error is not None:
+            return False
+        action = self.actions[index]
+        ctx = self.ctx
+        try:
+            with ctx.job_timer(self.job.header.timeouts.job):
+                run_action(action, ctx)
+        except LavaError as exc:
+            self.fail(exc)
+        except KeyboardInterrupt:
+            self.fail(Canceled("interrupted (Ctrl-C)"))
+        except Exception as exc:  # noqa: BLE001 - a bug must still end in a finalized job
+            self.fail(Bug(f"{type(exc).__name__}: {exc}"))
+        return self.error is None
+
+    def fail(self, error: LavaError) -> None:
+        if self.error is None:
+            self.error = error
+            level = "warning" if isinstance(error, Canceled) else "error"
+            self.ctx.logger.log(level, f"{type(error).__name__}: {error}")
+
+    def run(self) -> Outcome:
+        """Run the whole job in this process."""
+        try:
+            self.start()
+            for index in range(len(self.actions)):
+                if not self.run_action(index):
+                    break
+        except KeyboardInterrupt:
+            self.fail(Canceled("interrupted (Ctrl-C)"))
+        return self.finalize()
+
+    def finalize(self) -> Outcome:
+        """Clean up, power off, stop every helper, write the results. Safe to call twice."""
+        ctx = self.ctx
+        if self.finalized:
+            return self.outcome()
+        self.finalized = True
+        ctx.deadlines.clear()
+        try:
+            for action in reversed([a for top in self.actions for a in top.walk()]):
+                cleanup_quietly(action, ctx)
+            ctx.close_connection()
+            self.power_off()
+        finally:
+            ctx.processes.kill_all(log=ctx.logger.debug)
+        state = self.state()
+        if self.error is not None:
+            ctx.add_result(TestCaseResult("lava", "job", "fail", definition="lava",
+                                          extra={"error_type": self.error.error_type,
+                                                 "error_msg": str(self.error)}))
+        else:
+            ctx.add_result(TestCaseResult("lava", "job", "pass", definition="lava"))
+        elapsed = time.monotonic() - (self.started_at or time.monotonic())
+        ctx.logger.info(f"end: job {ctx.job_id} {state} in {elapsed:.2f} s")
+        self.write_files()
+        ctx.logger.close()
+        if self.own_workdir:
+            shutil.rmtree(ctx.workdir, ignore_errors=True)
+        return self.outcome()
+
+    def power_off(self) -> None:
+        from pipeline.actions.boot import run_power
+
+        powered = any(a.name == "reset-device" for a in self.ctx.started_actions)
+        if powered and self.device.commands.power_off:
+            try:
+                run_power(self.ctx, "power_off", 30.0)
+            except LavaError as exc:
+                self.ctx.logger.error(f"power_off failed: {exc}")
+
+    def state(self) -> str:
+        if self.error is None:
+            return COMPLETE
+        return CANCELED if isinstance(self.error, Canceled) else INCOMPLETE
+
+    def outcome(self) -> Outcome:
+        error = self.error
+        return Outcome(self.state(), error.error_type if error else None, str(error) if error else None,
+                       [r.as_dict() for r in self.ctx.results], list(self.ctx.durations), self.ctx.output_dir)
+
+    def write_files(self) -> None:
+        ctx = self.ctx
+        results = [r.as_dict() for r in ctx.results]
+        write_results_yaml(results, ctx.output_dir / "results.yaml")
+        (ctx.output_dir / "results.xml").write_text(junit_xml(results, self.job.name))
+        description = {"job": self.job.name, "device_type": self.device.device_type, "board": ctx.board_name,
+                       "state": self.state(), "pipeline": self.built.pipeline.describe()}
+        (ctx.output_dir / "description.yaml").write_text(yaml.safe_dump(description, sort_keys=False))
+
+
+__all__ = ["JobRunner", "Outcome", "describe_pipeline", "ProblemList", "COMPLETE", "INCOMPLETE", "CANCELED"]
