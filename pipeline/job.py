@@ -66,6 +66,14 @@ def _safe_name(value: Any) -> str:
     return value
 
 
+def _priority(value: Any) -> Any:
+    if isinstance(value, str):
+        if value not in PRIORITY_NAMES:
+            raise ValueError(f"{value!r} is not high, medium, low or a number from 0 to 100")
+        return PRIORITY_NAMES[value]
+    return value
+
+
 def _role_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
@@ -299,7 +307,7 @@ class JobTimeouts(Strict):
 class JobHeader(Strict):
     job_name: str = Field(min_length=1, max_length=200)
     device_type: SafeName | None = None
-    priority: Annotated[int, BeforeValidator(lambda v: PRIORITY_NAMES.get(v, v))] = Field(50, ge=0, le=100)
+    priority: Annotated[int, BeforeValidator(_priority)] = Field(50, ge=0, le=100)
     timeouts: JobTimeouts
     protocols: JobProtocols | None = None
     actions: list[Any] = Field(min_length=1)

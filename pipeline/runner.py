@@ -78,9 +78,6 @@ class JobRunner:
         ctx.job_deadline = self.started_at + self.job.header.timeouts.job
         ctx.logger.info(f"start: job {ctx.job_id} {self.job.name!r} on {ctx.board_name} "
                         f"({self.device.device_type}), timeout {self.job.header.timeouts.job:g} s")
-        for block in self.built.blocks:
-            if block.kind == "submit":
-                ctx.logger.warning(f"{block.place}: submit is accepted but ignored (pipeline data cannot be submitted)")
 
     def run_action(self, index: int) -> bool:
         """Run one top-level action; False once the job has failed (the rest are skipped)."""

@@ -83,7 +83,7 @@ def known_action(cls: type[Action]) -> type[Action]:
 
 def _load_actions() -> None:
     # Importing the action modules registers their strategies.
-    from pipeline.actions import boot, deploy, test  # noqa: F401
+    from pipeline.actions import boot, deploy, submit, test  # noqa: F401
 
 
 def select(block: ActionBlock, device: Device) -> type[Strategy] | list[str]:

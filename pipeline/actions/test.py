@@ -19,9 +19,10 @@ if TYPE_CHECKING:
     from pipeline.context import JobContext
     from pipeline.overlay import StageTest
 
-SIGNAL = r"<LAVA_SIGNAL_(STARTRUN|ENDRUN|STARTTC|ENDTC|TESTCASE|TESTSET|TESTREFERENCE|TESTRAISE|TESTSUITE) ?([^>\r\n]*)>"
-MULTINODE = r"<LAVA_MULTI_NODE> <LAVA_([A-Z_]+) ?([^>\r\n]*)>"
-RUNNER_EXIT = r"<LAVA_TEST_RUNNER EXIT>"
+SIGNAL_RE = re.compile(
+    r"<LAVA_SIGNAL_(STARTRUN|ENDRUN|STARTTC|ENDTC|TESTCASE|TESTSET|TESTREFERENCE|TESTRAISE|TESTSUITE) ?([^>\r\n]*)>")
+MULTINODE_RE = re.compile(r"<LAVA_MULTI_NODE> <LAVA_([A-Z_]+) ?([^>\r\n]*)>")
+RUNNER_EXIT = "<LAVA_TEST_RUNNER EXIT>"
 RESULTS = {"pass", "fail", "skip", "unknown"}
 
 
@@ -59,18 +60,20 @@ class TestShellAction(Action):
         root = overlay_root(ctx)
         state = RunState(tests)
         connection.sendline(f"{shlex.quote(root)}/bin/lava-test-runner {shlex.quote(root)}/{self.stage}")
-        patterns = [SIGNAL, MULTINODE, RUNNER_EXIT, r"[^\r\n]*\r?\n"]
+        # Read line by line: a signal may follow other output on its line (a prompt, say).
         while True:
-            index = connection.expect(patterns, ctx.remaining() + 1.0, self.name)
-            match = connection.match
-            if index == 0:
-                self.signal(ctx, state, match.group(1), match.group(2).strip())
-            elif index == 1:
-                ctx.multinode_request(match.group(1), match.group(2).strip())
-            elif index == 2:
+            connection.expect(r"[^\n]*\n", ctx.remaining() + 1.0, self.name)
+            line = connection.match.group(0)
+            signals = SIGNAL_RE.findall(line)
+            for name, text in signals:
+                self.signal(ctx, state, name, text.strip())
+            request = MULTINODE_RE.search(line)
+            if request:
+                ctx.multinode_request(request.group(1), request.group(2).strip())
+            if RUNNER_EXIT in line:
                 break
-            elif state.run is not None:
-                state.output.append(match.group(0))
+            if state.run is not None and not signals and not request:
+                state.output.append(line)
         if state.run is not None:
             raise TestError(f"{state.run}: the test runner ended inside a run")
         missing = [name for name in state.tests if name not in state.finished]
