@@ -116,8 +116,11 @@ class Pipeline:
         action.parent = self.parent
         prefix = f"{self.parent.level}." if self.parent else ""
         action.level = f"{prefix}{len(self.actions) + 1}"
-        if action.params is None and self.parent is not None:
-            action.params = self.parent.params
+        if self.parent is not None and self.parent.params is not None:
+            # Actions built before their parent knew the block inherit its parameters.
+            for each in action.walk():
+                if each.params is None:
+                    each.params = self.parent.params
         self.actions.append(action)
         if action.pipeline:
             action.pipeline.relevel()

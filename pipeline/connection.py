@@ -42,6 +42,10 @@ class TargetLog:
                 self.emit(clean)
 
     def flush(self) -> None:
+        """pexpect flushes after every read: keep a partial line until its end arrives."""
+
+    def drain(self) -> None:
+        """Log a partial line now (a prompt, the last words before a timeout)."""
         if self.buffer.strip():
             clean = ANSI.sub("", self.buffer)
             if clean.strip():
@@ -100,17 +104,17 @@ class ShellConnection:
             self.ctx.check()
             left = deadline - time.monotonic()
             if left <= 0:
-                self.log.flush()
+                self.log.drain()
                 raise ActionTimeout(f"{what}: timeout. {timeout:g} seconds")
             try:
                 index = self.child.expect(compiled, timeout=min(POLL, left))
             except pexpect.TIMEOUT:
                 continue
             except pexpect.EOF:
-                self.log.flush()
+                self.log.drain()
                 raise InfrastructureError(f"{self.what}: the connection closed while waiting for {what}") from None
             if index >= len(patterns):
-                self.log.flush()
+                self.log.drain()
                 raise failures[index - len(patterns)][1]
             return index
 
@@ -136,7 +140,7 @@ class ShellConnection:
         return status, output
 
     def close(self) -> None:
-        self.log.flush()
+        self.log.drain()
         if self.child.isalive():
             kill_group(self.child.pid, grace=1.0)
         try:

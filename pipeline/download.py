@@ -91,9 +91,6 @@ def _chunks_from_http(url: str, timeout: float) -> tuple[int, Iterator[bytes]]:
                                 allow_redirects=True)
     except requests.RequestException as exc:
         raise InfrastructureError(f"{url}: cannot download: {type(exc).__name__}: {exc}") from None
-    if response.status_code == 404:
-        response.close()
-        raise JobError(f"{url}: HTTP 404 not found")
     if response.status_code != 200:
         response.close()
         raise InfrastructureError(f"{url}: HTTP {response.status_code} {response.reason}")

@@ -1,0 +1,28 @@
+#!/bin/bash
+# Install what lava-dispatch needs on a Debian 12 machine: QEMU and the
+# board tools from Debian, the Python package (editable) with its test
+# extras. Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+DEBIAN_PACKAGES=(qemu-system-x86 qemu-system-arm qemu-utils u-boot-qemu u-boot-tools busybox-static
+	socat telnet cpio kmod mtools fdisk e2fsprogs syslinux syslinux-common git redis-server redis-tools
+	nfs-ganesha nfs-ganesha-vfs iproute2 python3-venv)
+
+missing=()
+for package in "${DEBIAN_PACKAGES[@]}"; do
+	dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "install-deps: installing ${missing[*]}" >&2
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO=sudo
+	export DEBIAN_FRONTEND=noninteractive
+	$SUDO apt-get update -qq || echo "install-deps: apt-get update had errors; trying the install anyway" >&2
+	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c "import tasks.cli, celery, redis, pexpect, pydantic" 2>/dev/null || [ "${FORCE_PIP:-}" = 1 ]; then
+	echo "install-deps: pip install -e .[test]" >&2
+	"$PYTHON" -m pip install -q -e ".[test]"
+fi
