@@ -8,7 +8,9 @@ and logs what the board printed, one ``target`` line at a time.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -67,6 +69,9 @@ class ShellConnection:
         except (pexpect.ExceptionPexpect, OSError) as exc:
             raise InfrastructureError(f"{what}: cannot start {argv[0]}: {exc}") from None
         self.child.delaybeforesend = None  # pexpect would sleep 50 ms before every send
+        # We end the process group ourselves in close(): no need for pexpect's pauses.
+        self.child.delayafterclose = self.child.ptyproc.delayafterclose = 0
+        self.child.delayafterterminate = self.child.ptyproc.delayafterterminate = 0
         self.child.logfile_read = self.log
         # pexpect starts the child in a new session: its pid is its process group.
         ctx.processes.adopt(self.child.pid, what)
@@ -142,6 +147,11 @@ class ShellConnection:
     def close(self) -> None:
         self.log.drain()
         if self.child.isalive():
+            # A hang-up ends interactive shells, which ignore SIGTERM.
+            try:
+                os.killpg(self.child.pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
             kill_group(self.child.pid, grace=1.0)
         try:
             self.child.close(force=True)

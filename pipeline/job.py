@@ -364,6 +364,28 @@ class Job:
             out.extend(item.actions if isinstance(item, RepeatBlock) else [item])
         return out
 
+    def urls(self) -> list[tuple[str, str]]:
+        """(place, URL) of every file the job downloads."""
+        found = []
+        for block in self.flat_actions():
+            params = block.params
+            if isinstance(params, DeployTmpfs):
+                if params.image:
+                    found.append((f"{block.place}.image", params.image))
+                for key, spec in (params.images or {}).items():
+                    found.append((f"{block.place}.images.{key}.url", spec.url))
+            elif isinstance(params, DeployTftp):
+                for key in ("kernel", "dtb", "ramdisk", "nfsrootfs"):
+                    spec = getattr(params, key)
+                    if spec:
+                        found.append((f"{block.place}.{key}", spec.url))
+            elif isinstance(params, DeployMedia):
+                found.append((f"{block.place}.image", params.image))
+            for index, definition in enumerate(block.definitions):
+                if definition.from_ in ("url", "tar"):
+                    found.append((f"{block.place}.definitions[{index}].repository", definition.repository))
+        return found
+
     def has_tests(self) -> bool:
         return any(block.kind == "test" for block in self.flat_actions())
 

@@ -30,7 +30,7 @@ class FileSink:
     """Appends records to output.yaml, flushed line by line so nothing is lost."""
 
     def __init__(self, path: Path):
-        self.file = open(path, "a", encoding="utf-8", buffering=1)
+        self.file = open(path, "w", encoding="utf-8", buffering=1)
 
     def __call__(self, record: Record) -> None:
         self.file.write(record_line(record))

@@ -21,7 +21,8 @@ import yaml
 from pipeline.action import Action, cleanup_quietly, run_action
 from pipeline.context import JobContext, TestCaseResult
 from pipeline.device import Device
-from pipeline.errors import Bug, Canceled, LavaError
+from pipeline.download import local_path
+from pipeline.errors import Bug, Canceled, JobError, LavaError
 from pipeline.job import Job, ProblemList
 from pipeline.log import FileSink, JobLogger, Sink
 from pipeline.processes import ProcessRegistry
@@ -46,6 +47,19 @@ def describe_pipeline(job: Job, device: Device, role: str | None = None) -> list
     return build_pipeline(job, device, role).pipeline.describe()
 
 
+def check_local_files(job: Job, roots: list[Path] | None) -> None:
+    """Refuse, before anything runs, file:// URLs this worker may not read or that do not exist."""
+    problems = []
+    for place, url in job.urls():
+        if url.startswith("file://"):
+            try:
+                local_path(url, roots)
+            except JobError as exc:
+                problems.append(f"{place}: {exc}")
+    if problems:
+        raise ProblemList(problems)
+
+
 class JobRunner:
     def __init__(self, job: Job, device: Device, *, output_dir: Path, job_id: str = "local",
                  board_name: str = "local", role: str | None = None, sinks: list[Sink] | None = None,
@@ -53,6 +67,7 @@ class JobRunner:
                  workdir: Path | None = None, processes: ProcessRegistry | None = None):
         self.job, self.device, self.role = job, device, role
         self.built = build_pipeline(job, device, role)
+        check_local_files(job, file_roots)
         output_dir.mkdir(parents=True, exist_ok=True)
         self.file_sink = FileSink(output_dir / "output.yaml")
         logger = JobLogger([self.file_sink, *(sinks or [])], role=role)

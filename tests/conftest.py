@@ -44,3 +44,130 @@ def cli():
 
 def pytest_configure(config):
     sys.path.insert(0, str(ROOT))
+
+
+# ---------------------------------------------------------------- real parts: processes, images, servers
+
+import functools
+import http.server
+import os
+import subprocess
+import threading
+import time
+
+import yaml
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
+    """Wait until condition() is true (returns its value) or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def processes_matching(text: str) -> list[int]:
+    """PIDs of live processes whose command line contains ``text`` or whose directory is under it."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if (text in cmdline or cwd.startswith(text)) and state != "Z" and int(entry) != os.getpid():
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(scope="session")
+def images() -> Path:
+    """The emulated boards' images (built once, cached outside the repository)."""
+    result = subprocess.run(["bash", str(ROOT / "tests" / "boards" / "build-images.sh")], capture_output=True,
+                            text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    path = Path(result.stdout.strip().splitlines()[-1])
+    assert (path / "x86_64" / "vmlinux").exists()
+    return path
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server():
+    """Start an HTTP server on 127.0.0.1 for a directory; returns a function dir -> base URL."""
+    servers = []
+
+    def serve(directory: Path) -> str:
+        handler = functools.partial(QuietHandler, directory=str(directory))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class JobRun:
+    code: int
+    stdout: str
+    stderr: str
+    output_dir: Path
+
+    @property
+    def results(self) -> list[dict]:
+        return yaml.safe_load((self.output_dir / "results.yaml").read_text())
+
+    @property
+    def log(self) -> list[dict]:
+        return yaml.safe_load((self.output_dir / "output.yaml").read_text())
+
+    def messages(self) -> list[str]:
+        return [r["msg"] for r in self.log if isinstance(r["msg"], str)]
+
+    def case(self, name: str) -> dict:
+        matches = [r for r in self.results if r["case"] == name]
+        assert matches, f"no result for {name}: {self.results}"
+        return matches[0]
+
+    def job_result(self) -> dict:
+        return next(r for r in self.results if r["suite"] == "lava" and r["case"] == "job")
+
+
+def run_job(tmp_path: Path, job_text: str, device: str | Path, timeout: float = 300, env: dict | None = None,
+            name: str = "job") -> JobRun:
+    """Run ``lava-dispatch run`` as a real process; its scratch files live under tmp_path."""
+    job_file = tmp_path / f"{name}.yaml"
+    job_file.write_text(job_text)
+    output_dir = tmp_path / f"{name}-output"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(exist_ok=True)
+    environment = {**os.environ, "TMPDIR": str(scratch), **(env or {})}
+    device_file = device if isinstance(device, Path) else DEVICES / f"{device}.yaml"
+    result = subprocess.run([sys.executable, "-m", "tasks.cli", "run", str(job_file), "--device", str(device_file),
+                             "--output-dir", str(output_dir)], capture_output=True, text=True, timeout=timeout,
+                            env=environment, cwd=ROOT)
+    return JobRun(result.returncode, result.stdout, result.stderr, output_dir)
+
+
+@pytest.fixture
+def no_leftovers(tmp_path):
+    """Fail the test if a helper process it started (QEMU, shells) outlives it."""
+    yield
+    wait_for(lambda: not processes_matching(str(tmp_path)), 10, f"processes of {tmp_path} to end")

@@ -1,0 +1,304 @@
+"""Jobs on the local-shell board: the whole engine, the overlay and its on-target scripts, fast.
+
+Each test runs ``lava-dispatch run`` as a real process and asserts on the
+files it writes (results.yaml, output.yaml) and its exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import textwrap
+
+import pytest
+import yaml
+
+from conftest import DEVICES, ROOT, processes_matching, run_job, wait_for
+
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
+
+def local_job(steps: list[str], extra_definition: str = "", timeout: str = "action: {seconds: 30}",
+              name: str = "basics") -> str:
+    """A local-shell job with one inline definition running ``steps``."""
+    step_lines = "".join(f"                - {yaml.safe_dump(step).strip().removesuffix(chr(10) + '...')}\n"
+                         for step in steps)
+    return textwrap.dedent("""\
+        device_type: local-shell
+        job_name: local-test
+        timeouts:
+          job: {minutes: 2}
+          %s
+        actions:
+          - boot:
+              method: minimal
+          - test:
+              definitions:
+                - from: inline
+                  name: %s
+                  path: inline/%s.yaml
+                  repository:
+                    metadata:
+                      format: Lava-Test Test Definition 1.0
+                      name: %s
+        %s            run:
+                      steps:
+        """) % (timeout, name, name, name, extra_definition) + step_lines
+
+
+def test_pass_fail_and_measurement_cases(tmp_path):
+    run = run_job(tmp_path, local_job([
+        "lava-test-case echo-works --shell echo hello",
+        "lava-test-case false-fails --shell false",
+        "lava-test-case speed --result pass --measurement 117.5 --units MB/s",
+        "lava-test-case skipped --result skip",
+    ]), "local01")
+    assert run.code == 0, run.stderr
+    assert run.case("echo-works")["result"] == "pass"
+    assert run.case("false-fails")["result"] == "fail"
+    speed = run.case("speed")
+    assert (speed["result"], speed["measurement"], speed["units"]) == ("pass", 117.5, "MB/s")
+    assert run.case("skipped")["result"] == "skip"
+    assert run.case("echo-works")["suite"] == "0_basics"
+    assert run.job_result()["result"] == "pass"  # a failed test case does not fail the job
+    assert "job Complete: pass 2, fail 1, skip 1" in run.stdout
+    assert {"output.yaml", "results.yaml", "results.xml", "description.yaml", "overlay.tar.gz", "job.yaml",
+            "device.yaml"} <= {p.name for p in run.output_dir.iterdir()}
+
+
+def test_overlay_tarball_is_kept_with_the_scripts_and_definitions(tmp_path):
+    run = run_job(tmp_path, local_job(["lava-test-case a --result pass"]), "local01")
+    with tarfile.open(run.output_dir / "overlay.tar.gz") as archive:
+        names = archive.getnames()
+    for script in ("lava-test-runner", "lava-test-case", "lava-test-set", "lava-test-reference", "lava-test-raise",
+                   "lava-test-suite-name"):
+        assert f"bin/{script}" in names
+    assert "environment" in names
+    assert "0/lava-test-runner.conf" in names
+    assert "0/tests/0_basics/run.sh" in names
+
+
+def test_sets_references_and_suite_name(tmp_path):
+    run = run_job(tmp_path, local_job([
+        "lava-test-set start network",
+        "lava-test-case ping --result pass",
+        "lava-test-set stop",
+        "lava-test-reference build-log --result pass --reference http://example.com/log",
+        "lava-test-suite-name renamed",
+        "lava-test-case after-rename --result pass",
+    ]), "local01")
+    assert run.code == 0, run.stderr
+    assert run.case("ping")["set"] == "network"
+    assert run.case("build-log")["reference"] == "http://example.com/log"
+    assert run.case("after-rename")["suite"] == "renamed"
+
+
+def test_lava_test_raise_ends_the_job_incomplete(tmp_path):
+    run = run_job(tmp_path, local_job(["lava-test-raise disk-not-found", "lava-test-case never --result pass"]),
+                  "local01")
+    assert run.code == 1
+    job = run.job_result()
+    assert (job["result"], job["error_type"]) == ("fail", "Test")
+    assert "disk-not-found" in job["error_msg"]
+
+
+def test_parse_pattern_and_fixupdict(tmp_path):
+    extra = ("            parse:\n"
+             "              pattern: '^(?P<test_case_id>[a-z-]+): (?P<result>PASS|FAIL|SKIP)'\n"
+             "              fixupdict: {PASS: pass, FAIL: fail, SKIP: skip}\n")
+    run = run_job(tmp_path, local_job(["printf 'alpha: PASS\\nbeta: FAIL\\ngamma: SKIP\\n'"], extra), "local01")
+    assert run.code == 0, run.stderr
+    assert [run.case(n)["result"] for n in ("alpha", "beta", "gamma")] == ["pass", "fail", "skip"]
+
+
+def test_install_steps_and_deps_are_handled(tmp_path):
+    extra = "            install:\n              deps: [curl]\n              steps: [touch installed-marker]\n"
+    run = run_job(tmp_path, local_job(["lava-test-case marker --shell test -f installed-marker"], extra), "local01")
+    assert run.code == 0, run.stderr
+    assert run.case("marker")["result"] == "pass"
+    assert any("deps not installed on os unknown: curl" in m for m in run.messages())
+
+
+def test_test_timeout_ends_a_hanging_test(tmp_path):
+    run = run_job(tmp_path, local_job(["lava-test-case hangs --shell sleep 600"], timeout="action: {seconds: 2}"),
+                  "local01")
+    assert run.code == 1
+    assert "lava-test-shell: timeout. 2 seconds" in run.messages()
+    job = run.job_result()
+    assert job["error_type"] == "Job" and "timeout" in job["error_msg"]
+
+
+def test_job_timeout_ends_the_job(tmp_path):
+    text = local_job(["sleep 600"], timeout="action: {seconds: 30}").replace("job: {minutes: 2}", "job: {seconds: 2}")
+    text = text.replace("action: {seconds: 30}", "action: {seconds: 2}")
+    run = run_job(tmp_path, text, "local01")
+    assert run.code == 1
+    assert "job timeout" in run.job_result()["error_msg"]
+
+
+def test_git_definition_from_a_local_repository(tmp_path):
+    repo = tmp_path / "defs"
+    (repo / "smoke").mkdir(parents=True)
+    (repo / "smoke" / "smoke.yaml").write_text(textwrap.dedent("""\
+        metadata:
+          format: Lava-Test Test Definition 1.0
+          name: git-smoke
+        params:
+          GREETING: hello
+        run:
+          steps:
+            - lava-test-case helper-script --shell sh ./smoke/helper.sh
+            - lava-test-case param --shell test "$GREETING" = bonjour
+        """))
+    (repo / "smoke" / "helper.sh").write_text("echo helper ran\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@e", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "defs"], check=True)
+    job = textwrap.dedent(f"""\
+        device_type: local-shell
+        job_name: git-def
+        timeouts: {{job: {{minutes: 2}}}}
+        actions:
+          - boot: {{method: minimal}}
+          - test:
+              definitions:
+                - repository: {repo}
+                  from: git
+                  path: smoke/smoke.yaml
+                  name: smoke
+                  parameters: {{GREETING: bonjour}}
+        """)
+    run = run_job(tmp_path, job, "local01")
+    assert run.code == 0, run.stderr
+    assert run.case("helper-script")["result"] == "pass"
+    assert run.case("param")["result"] == "pass"  # job parameters override the definition's params
+    assert any("at commit" in m for m in run.messages())
+
+
+def test_bad_git_repository_is_a_job_error(tmp_path):
+    job = textwrap.dedent(f"""\
+        device_type: local-shell
+        job_name: git-bad
+        timeouts: {{job: {{minutes: 2}}}}
+        actions:
+          - boot: {{method: minimal}}
+          - test:
+              definitions:
+                - {{repository: {tmp_path}/missing-repo, from: git, path: a.yaml, name: a}}
+        """)
+    run = run_job(tmp_path, job, "local01")
+    assert run.code == 1
+    job_result = run.job_result()
+    assert job_result["error_type"] == "Job"
+    assert "actions[1].test.definitions[0].repository" in job_result["error_msg"]
+
+
+def test_url_and_tar_definitions(tmp_path, http_server):
+    served = tmp_path / "served"
+    served.mkdir()
+    definition = ("metadata: {format: Lava-Test Test Definition 1.0, name: fetched}\n"
+                  "run: {steps: ['lava-test-case fetched --shell test -f testdef.yaml']}\n")
+    (served / "single.yaml").write_text(definition)
+    (tmp_path / "tree" / "suite").mkdir(parents=True)
+    (tmp_path / "tree" / "suite" / "def.yaml").write_text(definition.replace("fetched", "from-tar"))
+    with tarfile.open(served / "defs.tar.gz", "w:gz") as archive:
+        archive.add(tmp_path / "tree" / "suite", arcname="suite")
+    base = http_server(served)
+    job = textwrap.dedent(f"""\
+        device_type: local-shell
+        job_name: url-tar
+        timeouts: {{job: {{minutes: 2}}}}
+        actions:
+          - boot: {{method: minimal}}
+          - test:
+              definitions:
+                - {{repository: '{base}/single.yaml', from: url, path: single.yaml, name: single}}
+                - {{repository: '{base}/defs.tar.gz', from: tar, path: suite/def.yaml, name: tarred}}
+        """)
+    run = run_job(tmp_path, job, "local01")
+    assert run.code == 0, run.stderr
+    assert run.case("fetched")["suite"] == "0_single"
+    assert run.case("from-tar")["suite"] == "1_tarred"
+
+
+def test_repeat_block_runs_each_stage_with_its_own_definitions(tmp_path):
+    job = textwrap.dedent("""\
+        device_type: local-shell
+        job_name: repeat
+        timeouts: {job: {minutes: 2}}
+        actions:
+          - repeat:
+              count: 2
+              actions:
+                - boot: {method: minimal}
+                - test:
+                    definitions:
+                      - from: inline
+                        name: again
+                        path: a.yaml
+                        repository:
+                          metadata: {format: Lava-Test Test Definition 1.0, name: again}
+                          run: {steps: ['lava-test-case round --result pass']}
+        """)
+    run = run_job(tmp_path, job, "local01")
+    assert run.code == 0, run.stderr
+    rounds = [r for r in run.results if r["case"] == "round"]
+    assert len(rounds) == 2
+    assert [r["level"] for r in rounds] == ["2.1", "4.1"]
+
+
+def test_file_url_outside_the_allowed_roots_is_rejected_before_anything_runs(tmp_path):
+    secret = tmp_path / "secret" / "defs.yaml"
+    secret.parent.mkdir()
+    secret.write_text("metadata: {name: x}\nrun: {steps: [true]}\n")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    job = textwrap.dedent(f"""\
+        device_type: local-shell
+        job_name: roots
+        timeouts: {{job: {{minutes: 2}}}}
+        actions:
+          - boot: {{method: minimal}}
+          - test:
+              definitions:
+                - {{repository: 'file://{secret}', from: url, path: defs.yaml, name: x}}
+        """)
+    run = run_job(tmp_path, job, "local01", env={"LAVA_DISPATCH_FILE_ROOTS": str(allowed)})
+    assert run.code == 2
+    assert f"file://{secret}: file:// URLs on this worker must be under {allowed}" in run.stderr
+    assert not run.output_dir.exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_finalizes_and_leaves_nothing(tmp_path, signum):
+    job_file = tmp_path / "hang.yaml"
+    job_file.write_text(local_job(["lava-test-case hangs --shell sleep 600"]))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    output = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "tasks.cli", "run", str(job_file), "--device",
+                                str(DEVICES / "local01.yaml"), "--output-dir", str(output)], cwd=ROOT,
+                               env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (output / "output.yaml").exists() and "STARTTC hangs" in (output / "output.yaml").read_text(),
+             30, "the test to start")
+    process.send_signal(signum)
+    stdout, _ = process.communicate(timeout=30)
+    assert process.returncode == 3
+    assert "job Canceled" in stdout
+    results = yaml.safe_load((output / "results.yaml").read_text())
+    assert results[-1]["error_type"] == "Canceled"
+    wait_for(lambda: not processes_matching(str(scratch)), 10, "the board shell to end")
+
+
+def test_pipeline_description_records_durations(tmp_path):
+    run = run_job(tmp_path, local_job(["lava-test-case a --result pass"]), "local01")
+    description = yaml.safe_load((run.output_dir / "description.yaml").read_text())
+    assert description["state"] == "Complete"
+    names = [entry["name"] for entry in description["pipeline"]]
+    assert names[:2] == ["minimal-boot", "lava-overlay"]
+    assert all("duration" in entry for entry in description["pipeline"])
