@@ -199,6 +199,7 @@ def run_action(action: Action, ctx: JobContext) -> None:
         with ctx.deadline(deadline, action):
             ctx.protocol_calls(action)
             action.run(ctx)
+            ctx.protocol_calls_after(action)
         action.result = "pass"
     except ActionTimeout:
         action.result = "fail"

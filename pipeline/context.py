@@ -90,6 +90,7 @@ class JobContext:
     deadlines: Deadlines = field(default_factory=Deadlines)
     job_deadline: float | None = None
     protocol_hooks: list[Callable[[Action, JobContext], None]] = field(default_factory=list)
+    after_hooks: list[Callable[[Action, JobContext], None]] = field(default_factory=list)
     # Answers a Multinode API call seen on the console: (request, arguments) -> reply line.
     multinode_handler: Callable[[str, str], str] | None = None
     bootloader_commands: list[str] = field(default_factory=list)
@@ -170,6 +171,11 @@ class JobContext:
     def protocol_calls(self, action: Action) -> None:
         """Protocol calls (Multinode) made at the start of an action's run step."""
         for hook in self.protocol_hooks:
+            hook(action, self)
+
+    def protocol_calls_after(self, action: Action) -> None:
+        """Protocol calls made when an action's run step has succeeded (lava-start)."""
+        for hook in self.after_hooks:
             hook(action, self)
 
     def record_duration(self, action: Action) -> None:

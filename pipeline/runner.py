@@ -24,7 +24,9 @@ from pipeline.device import Device
 from pipeline.download import local_path
 from pipeline.errors import Bug, Canceled, JobError, LavaError
 from pipeline.job import Job, ProblemList
+from pipeline.coordination import MultinodeClient
 from pipeline.log import FileSink, JobLogger, Sink
+from pipeline.multinode import MultinodeSupport
 from pipeline.processes import ProcessRegistry
 from pipeline.results import junit_xml, write_results_yaml
 from pipeline.strategies import build_pipeline
@@ -64,7 +66,8 @@ class JobRunner:
     def __init__(self, job: Job, device: Device, *, output_dir: Path, job_id: str = "local",
                  board_name: str = "local", role: str | None = None, sinks: list[Sink] | None = None,
                  cancel_requested: Callable[[], bool] = lambda: False, file_roots: list[Path] | None = None,
-                 workdir: Path | None = None, processes: ProcessRegistry | None = None):
+                 workdir: Path | None = None, processes: ProcessRegistry | None = None,
+                 multinode: MultinodeClient | None = None):
         self.job, self.device, self.role = job, device, role
         self.built = build_pipeline(job, device, role)
         check_local_files(job, file_roots)
@@ -76,6 +79,13 @@ class JobRunner:
         self.ctx = JobContext(job=job, device=device, logger=logger, workdir=workdir, output_dir=output_dir,
                               processes=processes or ProcessRegistry(), cancel_requested=cancel_requested,
                               file_roots=file_roots, board_name=board_name, job_id=job_id)
+        self.multinode: MultinodeSupport | None = None
+        if job.multinode is not None:
+            if multinode is None or role is None:
+                raise ProblemList(["protocols.lava-multinode: a multinode job runs as one member per role "
+                                   "(lava-dispatch run runs every role; a lab submits it as a group)"])
+            self.multinode = MultinodeSupport(job, role, multinode, self.built.blocks, self.actions)
+            self.multinode.install(self.ctx)
         self.error: LavaError | None = None
         self.started_at: float | None = None
         self.finalized = False
@@ -92,7 +102,14 @@ class JobRunner:
                                                                    sort_keys=False))
         ctx.job_deadline = self.started_at + self.job.header.timeouts.job
         ctx.logger.info(f"start: job {ctx.job_id} {self.job.name!r} on {ctx.board_name} "
-                        f"({self.device.device_type}), timeout {self.job.header.timeouts.job:g} s")
+                        f"({self.device.device_type}), timeout {self.job.header.timeouts.job:g} s"
+                        + (f", role {self.role}" if self.role else ""))
+        if self.multinode is not None:
+            try:
+                with ctx.job_timer(self.job.header.timeouts.job):
+                    self.multinode.wait_for_start(ctx)
+            except LavaError as exc:
+                self.fail(exc)
 
     def run_action(self, index: int) -> bool:
         """Run one top-level action; False once the job has failed (the rest are skipped)."""
