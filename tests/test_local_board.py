@@ -6,6 +6,7 @@ files it writes (results.yaml, output.yaml) and its exit code.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,8 +25,7 @@ pytestmark = pytest.mark.usefixtures("no_leftovers")
 def local_job(steps: list[str], extra_definition: str = "", timeout: str = "action: {seconds: 30}",
               name: str = "basics") -> str:
     """A local-shell job with one inline definition running ``steps``."""
-    step_lines = "".join(f"                - {yaml.safe_dump(step).strip().removesuffix(chr(10) + '...')}\n"
-                         for step in steps)
+    step_lines = "".join(f"                - {json.dumps(step)}\n" for step in steps)
     return textwrap.dedent("""\
         device_type: local-shell
         job_name: local-test
