@@ -1,0 +1,257 @@
+"""The lab subcommands of ``lava-dispatch``: submit, status, logs, results, cancel, worker, devices.
+
+They talk to Redis (``LAVA_DISPATCH_REDIS_URL``); only ``submit`` (which
+sends the job's chain) and ``worker`` import Celery. Exit codes: 0 done /
+Complete, 1 Incomplete, 2 usage or refused, 3 Canceled, 4 the lab's Redis is
+unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import getpass
+import socket
+import sys
+from typing import Any, Callable
+
+import yaml
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_CANCELED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+STATE_EXIT = {"Complete": EXIT_OK, "Incomplete": EXIT_INCOMPLETE, "Canceled": EXIT_CANCELED}
+
+
+def _lab_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn the lab's expected failures into a message and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        import redis
+
+        from tasks import config
+        from tasks.records import JobNotFound
+        from tasks.scheduler import SubmitError
+
+        try:
+            return func(args)
+        except (JobNotFound, SubmitError) as exc:
+            print(f"lava-dispatch: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            print(f"lava-dispatch: cannot reach the lab's Redis at {config.redis_target().redacted()}: {exc}",
+                  file=sys.stderr)
+            return EXIT_UNREACHABLE
+        except redis.AuthenticationError as exc:
+            print(f"lava-dispatch: Redis refused the credentials of LAVA_DISPATCH_REDIS_URL: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        except KeyboardInterrupt:
+            return 130
+
+    return wrapper
+
+
+def _lab():
+    from tasks.scheduler import Lab
+
+    return Lab()
+
+
+def _print_records(records, verbose: bool, raw: bool, stream=None) -> None:
+    from pipeline.log import TerminalSink, record_line
+
+    stream = stream or sys.stdout
+    if raw:
+        for record in records:
+            stream.write(record_line(record))
+            stream.flush()
+        return
+    sink = TerminalSink(stream, "debug" if verbose else "info")
+    for record in records:
+        sink(record)
+
+
+def _final_state(lab, job_id: str) -> str:
+    """Wait for the end of the job: a blocking read of its log stream up to the end marker."""
+    from tasks.records import read_log
+    from tasks.scheduler import FINAL_STATES, job_key
+
+    for _ in read_log(lab.r, job_id, follow=True):
+        pass
+    state = lab.r.hget(job_key(job_id), "state")  # the end marker and the state are written together
+    return state if state in FINAL_STATES else "Incomplete"
+
+
+@_lab_errors
+def cmd_submit(args: argparse.Namespace) -> int:
+    from tasks.cli import read_file
+    from tasks.records import read_log
+
+    text = read_file(args.job, "job")
+    lab = _lab()
+    submitted = lab.submit(text, priority=args.priority, queue_anyway=args.queue_anyway,
+                           submitter=f"{getpass.getuser()}@{socket.gethostname()}")
+    print(submitted.job_id, flush=True)
+    if submitted.board:
+        print(f"scheduled on board {submitted.board}", file=sys.stderr)
+    else:
+        print("queued: no idle board of this type now; the first one free takes it", file=sys.stderr)
+    if not (args.wait or args.follow):
+        return EXIT_OK
+    if args.follow:
+        _print_records(read_log(lab.r, submitted.job_id, follow=True), args.verbose, False, sys.stderr)
+    state = _final_state(lab, submitted.job_id)
+    print(f"job {submitted.job_id}: {state}")
+    return STATE_EXIT.get(state, EXIT_INCOMPLETE)
+
+
+@_lab_errors
+def cmd_status(args: argparse.Namespace) -> int:
+    from tasks.records import get_job, iso, resolve_job_id, status_view
+
+    lab = _lab()
+    lab.reap()
+    if not args.job:
+        ids = lab.r.zrevrange("lava:jobs", 0, args.limit - 1)
+        pipe = lab.r.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hmget(f"lava:job:{job_id}", "state", "board", "device_type", "name", "submitted")
+        rows = [(job_id, *row) for job_id, row in zip(ids, pipe.execute()) if row[0]]
+        print(f"{'JOB':36}  {'STATE':10}  {'BOARD':14}  {'TYPE':14}  {'SUBMITTED':24}  NAME")
+        for job_id, state, board, device_type, name, submitted in rows:
+            print(f"{job_id:36}  {state:10}  {board or '-':14}  {device_type or '-':14}  "
+                  f"{iso(submitted) or '-':24}  {name or ''}")
+        return EXIT_OK
+    job_id = resolve_job_id(lab.r, args.job)
+    view = status_view(get_job(lab.r, job_id))
+    print(yaml.safe_dump(view, sort_keys=False, width=120), end="")
+    return EXIT_OK
+
+
+@_lab_errors
+def cmd_logs(args: argparse.Namespace) -> int:
+    from tasks.records import read_log, resolve_job_id
+
+    lab = _lab()
+    job_id = resolve_job_id(lab.r, args.job)
+    _print_records(read_log(lab.r, job_id, follow=args.follow), args.verbose, args.yaml)
+    return EXIT_OK
+
+
+@_lab_errors
+def cmd_results(args: argparse.Namespace) -> int:
+    from pipeline.results import junit_xml
+    from tasks.records import get_job, job_results, resolve_job_id
+
+    lab = _lab()
+    job_id = resolve_job_id(lab.r, args.job)
+    results = job_results(lab.r, job_id)
+    if args.format == "junit":
+        print(junit_xml(results, get_job(lab.r, job_id).get("name") or job_id), end="")
+    else:
+        print(yaml.safe_dump(results, sort_keys=False, width=120), end="")
+    return EXIT_OK
+
+
+@_lab_errors
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from tasks.records import resolve_job_id
+
+    lab = _lab()
+    job_id = resolve_job_id(lab.r, args.job)
+    state, board = lab.cancel(job_id)
+    if state == "Canceling":
+        print(f"job {job_id}: canceling on board {board}")
+        if args.wait:
+            state = _final_state(lab, job_id)
+            print(f"job {job_id}: {state}")
+    elif state == "Canceled":
+        print(f"job {job_id}: Canceled")
+    else:
+        print(f"job {job_id} is already {state}: nothing to cancel")
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from tasks.worker import run_worker
+
+    return run_worker(args.device, args.name, args.loglevel, args.max_restarts)
+
+
+@_lab_errors
+def cmd_devices(args: argparse.Namespace) -> int:
+    lab = _lab()
+    if args.forget:
+        answer = lab.forget(args.forget)
+        messages = {"forgotten": f"board {args.forget} removed from the lab",
+                    "missing": f"no board {args.forget!r}", "busy": f"board {args.forget} has a job: cancel it first",
+                    "online": f"board {args.forget} is online: stop its worker first"}
+        print(messages.get(answer, answer), file=sys.stderr if answer != "forgotten" else sys.stdout)
+        return EXIT_OK if answer == "forgotten" else EXIT_USAGE
+    lab.reap()
+    boards = lab.boards()
+    if args.yaml:
+        print(yaml.safe_dump(boards, sort_keys=False), end="")
+        return EXIT_OK
+    if not boards:
+        print("no board is registered: start one with `lava-dispatch worker --device DEVICE.yaml`")
+        return EXIT_OK
+    print(f"{'BOARD':16}  {'TYPE':14}  {'STATE':8}  {'JOB':36}  {'WORKER':28}  HEARTBEAT")
+    for b in boards:
+        age = "never" if b["heartbeat_age"] is None else f"{b['heartbeat_age']:.1f} s ago"
+        print(f"{b['board']:16}  {b['device_type'] or '-':14}  {b['state']:8}  {b['job'] or '-':36}  "
+              f"{b['worker'] or '-':28}  {age}")
+    queued = lab.queue()
+    if queued:
+        print(f"{len(queued)} job(s) queued")
+    return EXIT_OK
+
+
+def add_commands(sub: Any) -> None:
+    """Register the lab subcommands on ``lava-dispatch``'s subparsers."""
+    p = sub.add_parser("submit", help="submit a job to the lab; prints the job id first")
+    p.add_argument("job", help="job YAML file")
+    p.add_argument("--priority", help="high, medium, low or 0-100 (default: the job's own priority)")
+    p.add_argument("--wait", action="store_true", help="wait for the end: exit 0 Complete, 1 Incomplete, 3 Canceled")
+    p.add_argument("--follow", "-f", action="store_true", help="stream the log (stderr) until the job ends; as --wait")
+    p.add_argument("--queue-anyway", action="store_true",
+                   help="queue the job even if no board of its device type is registered yet")
+    p.add_argument("--verbose", "-v", action="store_true", help="with --follow: also debug lines")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="a job's state, board, current action, durations, error (or recent jobs)")
+    p.add_argument("job", nargs="?", help="job id (or a unique prefix); none: list recent jobs")
+    p.add_argument("--limit", type=int, default=20, help="how many recent jobs to list")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("logs", help="a job's log; --follow waits for new lines until the job ends")
+    p.add_argument("job")
+    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("--verbose", "-v", action="store_true", help="also debug lines")
+    p.add_argument("--yaml", action="store_true", help="raw output.yaml lines ({dt, lvl, msg})")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("results", help="a job's results")
+    p.add_argument("job")
+    p.add_argument("--format", choices=("yaml", "junit"), default="yaml")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job")
+    p.add_argument("--wait", action="store_true", help="wait until the job has ended")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("worker", help="serve one board: a Celery worker (solo pool) on queue board.<name>")
+    p.add_argument("--device", required=True, help="the board's device configuration YAML")
+    p.add_argument("--name", help="board name (default: the device file's stem)")
+    p.add_argument("--loglevel", default="INFO", help="worker log level (DEBUG, INFO, WARNING)")
+    p.add_argument("--max-restarts", type=int, default=20,
+                   help="give up when the board worker dies this many times within 5 minutes")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("devices", help="the boards of the lab: idle, busy or offline, and their job")
+    p.add_argument("--yaml", action="store_true")
+    p.add_argument("--forget", metavar="BOARD", help="remove an offline board from the lab")
+    p.set_defaults(func=cmd_devices)
+
+
+__all__ = ["add_commands"]

@@ -1,0 +1,254 @@
+"""Helpers for the lab tests and the benchmark: a private redis-server, board workers, waiting on conditions.
+
+Every wait is a condition checked until a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_DEVICE = ROOT / "sample_jobs" / "devices" / "local01.yaml"
+KVM_DEVICE = ROOT / "sample_jobs" / "devices" / "kvm01.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    """Return condition()'s first truthy value; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - e.g. Redis restarting
+            last_error = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}"
+                                 + (f" (last error: {last_error})" if last_error else ""))
+        time.sleep(interval)
+
+
+class RedisServer:
+    """A redis-server of our own on a free port: AOF on, in a temp dir; restartable."""
+
+    def __init__(self, directory: Path, password: str | None = None, tls: dict[str, str] | None = None,
+                 extra: list[str] | None = None):
+        self.dir = directory
+        self.port = free_port()
+        self.password = password
+        self.tls = tls
+        self.extra = extra or []
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        argv = ["redis-server", "--bind", "127.0.0.1", "--dir", str(self.dir), "--appendonly", "yes",
+                "--appendfsync", "always", "--save", "", "--maxmemory-policy", "noeviction",
+                "--logfile", str(self.dir / "redis.log")]
+        if self.tls:
+            argv += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls["cert"],
+                     "--tls-key-file", self.tls["key"], "--tls-ca-cert-file", self.tls["ca"],
+                     "--tls-auth-clients", "no"]
+        else:
+            argv += ["--port", str(self.port)]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self.process = subprocess.Popen(argv + self.extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+        wait_for(self.ping, 10, f"redis-server on port {self.port}")
+        return self
+
+    def client(self):
+        from tasks.config import redis_client
+
+        return redis_client(self.url, socket_timeout=5, retry=None)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except Exception:  # noqa: BLE001
+            return False
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM: the AOF is complete)."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class Lab:
+    """A lab on a private Redis: board workers started with ``lava-dispatch worker``."""
+
+    def __init__(self, redis: RedisServer, base: Path, lease: float = 15.0, extra_env: dict[str, str] | None = None):
+        self.redis = redis
+        self.base = base
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.logs: dict[str, Path] = {}
+        self.env = dict(os.environ)
+        self.env.update({"LAVA_DISPATCH_REDIS_URL": redis.url, "LAVA_DISPATCH_OUTPUT_ROOT": str(base / "jobs"),
+                         "LAVA_DISPATCH_STATE_DIR": str(base / "state"), "LAVA_DISPATCH_LEASE_SECONDS": str(lease),
+                         "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
+        self.env.update(extra_env or {})
+
+    def apply_env(self) -> None:
+        """Make this process (the test) talk to the lab's Redis."""
+        for key in ("LAVA_DISPATCH_REDIS_URL", "LAVA_DISPATCH_OUTPUT_ROOT", "LAVA_DISPATCH_STATE_DIR",
+                    "LAVA_DISPATCH_LEASE_SECONDS", "LAVA_DISPATCH_REDIS_CA"):
+            if key in self.env:
+                os.environ[key] = self.env[key]
+
+    def start_worker(self, name: str, device: Path = LOCAL_DEVICE, wait: bool = True) -> subprocess.Popen:
+        log = self.base / f"worker-{name}.log"
+        self.logs[name] = log
+        handle = open(log, "ab")
+        process = subprocess.Popen([sys.executable, "-m", "tasks.cli", "worker", "--device", str(device),
+                                    "--name", name, "--loglevel", "INFO"], cwd=ROOT, env=self.env,
+                                   stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        self.workers[name] = process
+        if wait:
+            self.wait_idle(name, 60)
+        return process
+
+    def r(self):
+        return self.redis.client()
+
+    def board(self, name: str) -> dict[str, str]:
+        return self.r().hgetall(f"lava:board:{name}")
+
+    def wait_idle(self, name: str, timeout: float = 30) -> None:
+        def idle() -> bool:
+            r = self.r()
+            board = r.hgetall(f"lava:board:{name}")
+            if not board or board.get("job") or board.get("stopped") == "1":
+                return False
+            if self.workers.get(name) is not None and self.workers[name].poll() is not None:
+                raise AssertionError(f"worker {name} exited: {self.logs[name].read_text()[-3000:]}")
+            return r.zscore(f"lava:idle:{board['device_type']}", name) is not None and self.consuming(name)
+        wait_for(idle, timeout, f"board {name} idle")
+
+    def consuming(self, name: str) -> bool:
+        """The Celery worker of the board has started consuming (its log says it is ready)."""
+        log = self.logs.get(name)
+        return log is None or b"ready." in log.read_bytes()
+
+    def child_pid(self, name: str) -> int:
+        return int(self.board(name)["pid"])
+
+    def stop_worker(self, name: str, timeout: float = 60) -> None:
+        process = self.workers.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+    def stop_all(self) -> None:
+        for name in list(self.workers):
+            process = self.workers[name]
+            if process.poll() is None:
+                process.terminate()
+        for name in list(self.workers):
+            self.stop_worker(name)
+        # Nothing of ours may survive: supervisors, workers, helpers (each started in its own session).
+        for pid in descendants_by_env("LAVA_DISPATCH_STATE_DIR", str(self.base / "state")):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def descendants_by_env(key: str, value: str) -> list[int]:
+    """Processes whose environment has key=value (how the tests find what a lab started)."""
+    needle = f"{key}={value}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(name))
+    return found
+
+
+def processes_mentioning(text: str) -> list[tuple[int, str]]:
+    """Live processes whose command line or environment mentions ``text`` (a job id): its helpers."""
+    needle = text.encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            environ = Path(f"/proc/{name}/environ").read_bytes()
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        if stat[stat.rindex(")") + 2] == "Z":
+            continue
+        if needle in cmdline or needle in environ:
+            found.append((int(name), cmdline.replace(b"\0", b" ").decode(errors="replace")))
+    return found
+
+
+def local_job(name: str = "lab-job", steps: list[str] | None = None, timeout_s: int = 120,
+              priority: str | int | None = None, tags: list[str] | None = None, device_type: str = "local-shell") -> str:
+    """A local-shell job whose test runs ``steps`` (default: one passing case)."""
+    import yaml
+
+    steps = steps or ["lava-test-case quick --shell true"]
+    job: dict[str, Any] = {
+        "device_type": device_type, "job_name": name,
+        "timeouts": {"job": {"seconds": timeout_s}, "action": {"seconds": timeout_s}},
+        "actions": [
+            {"boot": {"method": "minimal"}},
+            {"test": {"definitions": [{"repository": {"metadata": {"format": "Lava-Test Test Definition 1.0",
+                                                                   "name": "lab"},
+                                                      "run": {"steps": steps}},
+                                       "from": "inline", "name": "lab", "path": "inline/lab.yaml"}]}},
+        ],
+    }
+    if priority is not None:
+        job["priority"] = priority
+    if tags:
+        job["tags"] = tags
+    return yaml.safe_dump(job, sort_keys=False)
+
+
+def make_tempdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
