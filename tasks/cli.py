@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="do not stream the log")
     p.set_defaults(func=cmd_run)
 
+    from tasks.lab_cli import add_commands
+    add_commands(sub)
+
     return parser
 
 
