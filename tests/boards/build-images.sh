@@ -79,7 +79,8 @@ OUT=$(mktemp -d "$IMAGES.new.XXXXXX")
 declare -A PIDS=()
 cleanup() {
 	local p
-	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	# Each board job runs in its own process group (set -m): end it whole.
+	for p in "${PIDS[@]}"; do kill -TERM -- "-$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	rm -rf "$SCRATCH" "$OUT" "$IMAGES.old.$$"
 }
@@ -325,11 +326,13 @@ build_arm() {
 
 # The three boards build in parallel (2 cores: unpacking the kernel debs
 # dominates), each logging to its own file.
+set -m
 for b in x86_64 arm64 arm; do
 	log "building $b"
-	("build_$b") >"$SCRATCH/build-$b.log" 2>&1 &
+	("build_$b") </dev/null >"$SCRATCH/build-$b.log" 2>&1 &
 	PIDS[$b]=$!
 done
+set +m
 failed=
 for b in x86_64 arm64 arm; do
 	if ! wait "${PIDS[$b]}"; then
@@ -340,7 +343,7 @@ for b in x86_64 arm64 arm; do
 	unset "PIDS[$b]"
 done
 [ -z "$failed" ] || die "build failed"
-grep -h 'pick-modules:' "$SCRATCH"/build-*.log >&2 || true
+grep -h 'pick-modules:' "$SCRATCH"/build-*.log | sort -u >&2 || true
 
 # ---------------------------------------------------------------- finish
 {
