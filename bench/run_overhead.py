@@ -36,7 +36,7 @@ def images_dir() -> Path:
 
 
 def bare_run(images: Path) -> float:
-    argv = ["-machine", "accel=tcg", "-nographic", "-nodefaults", "-no-reboot", "-m", "256", "-serial", "stdio",
+    argv = ["-machine", "accel=tcg", "-nographic", "-nodefaults", "-no-reboot", "-m", "256", "-chardev", "stdio,id=con0,signal=off", "-serial", "chardev:con0",
             "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile=",
             "-kernel", str(images / "x86_64/vmlinux"), "-append", "console=ttyS0 panic=-1 quiet",
             "-initrd", str(images / "x86_64/initrd.cpio.gz")]

@@ -215,16 +215,20 @@ def test_file_url_outside_allowed_roots_is_rejected(tmp_path, images):
     assert not processes_matching(str(tmp_path))
 
 
-def test_auto_login_with_kernel_messages_around_the_prompt(tmp_path, images):
-    """A board that prints kernel messages and asks for a login before its shell."""
-    wrapper = tmp_path / "login-qemu"
-    wrapper.write_text("#!/bin/sh\nexec qemu-system-x86_64 \"$@\"\n")
-    wrapper.chmod(0o755)
-    job = kernel_ramdisk_job(images, boot_extra="").replace(
-        'console=ttyS0 panic=-1 quiet', 'console=ttyS0 panic=-1 loglevel=7 lava_login=1')
+def test_auto_login_with_kernel_messages_around_the_prompts(tmp_path, images):
+    """A board that asks for a login while the kernel keeps printing on the console."""
+    job = kernel_ramdisk_job(images).replace(
+        "console=ttyS0 panic=-1 quiet", "console=ttyS0 panic=-1 quiet lava_login=1 lava_noise=6 printk.devkmsg=on").replace(
+        "      media: tmpfs\n",
+        "      media: tmpfs\n      auto_login: {login_prompt: 'login:', username: root, "
+        "password_prompt: 'Password:', password: lava}\n", 1)
     run = run_job(tmp_path, job, "kvm01")
     assert run.code == 0, run.stdout + run.stderr
     assert run.case("kernel")["result"] == "pass"
+    target = [r["msg"] for r in run.log if r["lvl"] == "target"]
+    assert any("noise" in line for line in target)  # kernel messages really were interleaved
+    assert any("login:" in line for line in target)
+    assert any(r["msg"] == "(password)" for r in run.log if r["lvl"] == "input")
 
 
 def test_no_qemu_left_after_the_tests():
