@@ -28,6 +28,7 @@ asserts nothing.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing
 import os
@@ -201,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=50)
     parser.add_argument("--sizes", default="2,4,8,16")
     parser.add_argument("--no-redis", action="store_true", help="only the in-process coordinator")
+    parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end runs through board consoles")
+    parser.add_argument("--e2e-rounds", type=int, default=30)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     if not 1 <= args.barriers <= 10000 or not 1 <= args.messages <= 10000:
@@ -234,11 +237,66 @@ def main(argv: list[str] | None = None) -> int:
                 for n in sizes:
                     row(name, f"lava-sync release ({kind} members)", n, bench_barrier(co, n, args.barriers, kind))
             row(name, "lava-send -> lava-wait", 2, bench_send_wait(co, args.messages))
+            if not args.no_e2e:
+                barriers, sends = bench_end_to_end(co, 4, args.e2e_rounds)
+                row(name, "e2e lava-sync (local-shell consoles)", 4, barriers)
+                row(name, "e2e lava-send -> lava-wait (consoles)", 4, sends)
         finally:
             if prefix is not None:
                 _cleanup(co, prefix)
                 co.close()
     return 0
+
+
+def e2e_job(size: int, rounds: int) -> str:
+    """A multinode job whose test shells time lava-sync and lava-send -> lava-wait on the console."""
+    now = "$(date +%s.%N)"
+    steps = []
+    for n in range(rounds):
+        steps += [f"echo T_BEFORE {n} $(lava-self) {now}", f"lava-sync b{n}", f"echo T_AFTER {n} $(lava-self) {now}"]
+        steps += [f'if [ "$(lava-self)" = node-1 ]; then echo T_SEND {n} {now}; lava-send m{n} n={n}; '
+                  f'else lava-wait m{n}; echo T_RECV {n} $(lava-self) {now}; fi']
+    body = "".join(f"                - {json.dumps(step)}\n" for step in steps)
+    return (
+        "job_name: coordinator-e2e\n"
+        "timeouts: {job: {minutes: 10}}\n"
+        "protocols:\n  lava-multinode:\n"
+        f"    roles: {{node: {{device_type: local-shell, count: {size}}}}}\n"
+        "    timeout: {seconds: 60}\n"
+        "actions:\n"
+        "  - boot: {role: node, method: minimal}\n"
+        "  - test:\n      role: node\n      timeout: {minutes: 8}\n      definitions:\n"
+        "        - from: inline\n          name: e2e\n          path: e2e.yaml\n"
+        "          repository:\n            metadata: {name: e2e}\n            run:\n              steps:\n" + body)
+
+
+def bench_end_to_end(coordinator, size: int, rounds: int) -> tuple[list[float], list[float]]:
+    """Barrier release (last T_BEFORE to last T_AFTER) and send -> wait, through local-shell consoles."""
+    import tempfile
+    from pathlib import Path
+
+    import yaml
+
+    from pipeline.device import load_device
+    from pipeline.job import parse_job
+    from pipeline.multinode_local import run_members
+
+    root = Path(__file__).resolve().parent.parent
+    device = load_device(root / "sample_jobs" / "devices" / "local01.yaml")
+    with tempfile.TemporaryDirectory() as tmp:
+        outcomes = run_members(parse_job(e2e_job(size, rounds)), device, Path(tmp), coordinator)
+        bad = {m: o.error for m, o in outcomes.items() if o.state != "Complete"}
+        if bad:
+            raise SystemExit(f"end-to-end job failed: {bad}")
+        marks: dict[tuple[str, int], list[float]] = {}
+        for member in outcomes:
+            for record in yaml.safe_load((Path(tmp) / member / "output.yaml").read_text()):
+                words = str(record["msg"]).split() if record["lvl"] == "target" else []
+                if words and words[0] in ("T_BEFORE", "T_AFTER", "T_SEND", "T_RECV"):
+                    marks.setdefault((words[0], int(words[1])), []).append(float(words[-1]))
+    barriers = [max(marks[("T_AFTER", n)]) - max(marks[("T_BEFORE", n)]) for n in range(rounds)]
+    sends = [min(marks[("T_RECV", n)]) - marks[("T_SEND", n)][0] for n in range(rounds)]
+    return barriers, sends
 
 
 def _cleanup(co, prefix: str) -> None:

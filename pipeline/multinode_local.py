@@ -12,6 +12,7 @@ import sys
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 from pipeline.coordination import LocalCoordinator
 from pipeline.device import Device
@@ -28,22 +29,24 @@ def members_of(job: Job) -> dict[str, str]:
             for index in range(1, spec.count + 1)}
 
 
-def run_multinode_locally(job: Job, device: Device, output_dir: Path, args: argparse.Namespace) -> int:
+def run_members(job: Job, device: Device, output_dir: Path, coordinator: Any, *, board_name: str = "local",
+                quiet: bool = True, verbose: bool = False, cancel: threading.Event | None = None) -> dict[str, Outcome]:
+    """Run every member of ``job`` in threads against ``coordinator`` (any object with
+    create_group/client/end_group, e.g. LocalCoordinator or a Redis one); return the outcomes."""
     other_types = {spec.device_type for spec in job.multinode.roles.values()} - {device.device_type}
     if other_types:
         raise ProblemList([f"protocols.lava-multinode.roles: a local run uses the one device given "
                            f"({device.device_type!r}) for every role; this job also needs "
                            f"{', '.join(sorted(other_types))}"])
     members = members_of(job)
-    coordinator = LocalCoordinator()
     group = f"local-{uuid.uuid4().hex[:8]}"
     coordinator.create_group(group, members)
-    cancel = threading.Event()
+    cancel = cancel or threading.Event()
     runners: dict[str, JobRunner] = {}
     for member, role in members.items():
-        sinks = [] if args.quiet else [TerminalSink(sys.stderr, "debug" if args.verbose else "info")]
+        sinks = [] if quiet else [TerminalSink(sys.stderr, "debug" if verbose else "info")]
         runners[member] = JobRunner(job, device, output_dir=output_dir / member, job_id=member,
-                                    board_name=f"{Path(args.device).stem}-{member}", role=role, sinks=sinks,
+                                    board_name=f"{board_name}-{member}", role=role, sinks=sinks,
                                     cancel_requested=cancel.is_set, file_roots=file_roots_from_env(),
                                     multinode=coordinator.client(group, member))
     outcomes: dict[str, Outcome] = {}
@@ -61,7 +64,15 @@ def run_multinode_locally(job: Job, device: Device, output_dir: Path, args: argp
             thread.join()
     finally:
         coordinator.end_group(group)
-    for member, outcome in outcomes.items():
+    return outcomes
+
+
+def run_multinode_locally(job: Job, device: Device, output_dir: Path, args: argparse.Namespace) -> int:
+    """``lava-dispatch run`` of a multinode job: every member in this process, an in-process coordinator."""
+    members = members_of(job)
+    outcomes = run_members(job, device, output_dir, LocalCoordinator(), board_name=Path(args.device).stem,
+                           quiet=args.quiet, verbose=args.verbose)
+    for member, outcome in sorted(outcomes.items()):
         print(f"== {member} ({members[member]})")
         print(summary_table(outcome.results, outcome.state))
         if outcome.error:
