@@ -90,4 +90,23 @@ if target.ssl:
     app.conf.broker_use_ssl = dict(target.ssl)
     app.conf.redis_backend_use_ssl = dict(target.ssl)
 
-__all__ = ["app"]
+_apps: dict[str, Celery] = {target.url: app}
+
+
+def app_for(url: str | None = None) -> Celery:
+    """The app for another lab database (a process that talks to several labs, such as the tests)."""
+    if url is None:
+        return app
+    wanted = config.redis_target(url)
+    if wanted.url not in _apps:
+        other = Celery("lava-dispatch", broker=wanted.url, backend=wanted.url, include=["tasks.jobs"],
+                       set_as_current=False)
+        other.conf.update({key: value for key, value in app.conf.changes.items()
+                           if key not in ("broker_url", "result_backend")})
+        other.conf.broker_use_ssl = dict(wanted.ssl) if wanted.ssl else None
+        other.conf.redis_backend_use_ssl = dict(wanted.ssl) if wanted.ssl else None
+        _apps[wanted.url] = other
+    return _apps[wanted.url]
+
+
+__all__ = ["app", "app_for"]

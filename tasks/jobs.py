@@ -99,13 +99,20 @@ def _board_runtime(board: str) -> BoardRuntime | None:
 
 
 def _claim(rt: BoardRuntime, job_id: str, attempt: int, step: int, name: str, task_id: str | None) -> tuple[str, str]:
-    kind, state = retry_redis("claim", lambda: rt.lab.claim(job_id, rt.board, attempt, step, name, rt.node, rt.pid))
+    token = uuid.uuid4().hex  # one token for every try: a retried claim is never counted twice
+    kind, state = retry_redis("claim", lambda: rt.lab.claim(job_id, rt.board, attempt, step, name, rt.node, rt.pid,
+                                                            token=token))
     return kind, state
 
 
+def _audit_entry(rt: BoardRuntime, step: int, name: str, outcome: str, t0: float,
+                 task_id: str | None) -> dict[str, Any]:
+    return {"step": step, "name": name, "outcome": outcome, "board": rt.board, "node": rt.node, "pid": rt.pid,
+            "task_id": task_id, "t0": round(t0, 6), "t1": round(time.time(), 6)}
+
+
 def _audit(rt: BoardRuntime, job_id: str, step: int, name: str, outcome: str, t0: float, task_id: str | None) -> None:
-    entry = {"step": step, "name": name, "outcome": outcome, "board": rt.board, "node": rt.node, "pid": rt.pid,
-             "task_id": task_id, "t0": round(t0, 6), "t1": round(time.time(), 6)}
+    entry = _audit_entry(rt, step, name, outcome, t0, task_id)
     try:
         retry_redis("audit", lambda: append_step(rt.r, job_id, entry), 60)
     except Exception as exc:  # noqa: BLE001 - the audit trail must not break a job
@@ -207,8 +214,9 @@ def action(self, job_id: str, board: str, attempt: int, index: int, name: str) -
         return {"step": step, "outcome": kind, "state": state}
     if active is None:
         # The claim succeeded but this process does not hold the job: it was started by a worker that died.
+        token = uuid.uuid4().hex
         retry_redis("lose", lambda: rt.lab.lose(job_id, board, f"worker lost: {rt.node} (pid {rt.pid}) does not "
-                                                "hold the job's runner (the worker restarted)"))
+                                                "hold the job's runner (the worker restarted)", token=token))
         _audit(rt, job_id, step, name, "lost", t0, self.request.id)
         return {"step": step, "outcome": "lost"}
     runner = active.runner
@@ -244,12 +252,15 @@ def finalize(self, job_id: str, board: str, attempt: int, nactions: int) -> dict
     if kind != "ok" and active is None:
         _audit(rt, job_id, step, "finalize", kind, t0, self.request.id)
         return {"step": step, "outcome": kind, "state": state}
-    final = finish_job(rt, job_id, attempt, active, None)
-    _audit(rt, job_id, step, "finalize", "ran" if kind == "ok" else f"ran-after-{kind}", t0, self.request.id)
-    return {"step": step, "outcome": "ran", "state": final}
+    outcome = "ran" if kind == "ok" else f"ran-after-{kind}"
+    # The audit entry is stored with the end, so a reader who sees the final state sees every step.
+    final = finish_job(rt, job_id, attempt, active, None,
+                       audit=lambda: _audit_entry(rt, step, "finalize", outcome, t0, self.request.id))
+    return {"step": step, "outcome": outcome, "state": final}
 
 
-def finish_job(rt: BoardRuntime, job_id: str, attempt: int, active: ActiveJob | None, reason: str | None) -> str:
+def finish_job(rt: BoardRuntime, job_id: str, attempt: int, active: ActiveJob | None, reason: str | None,
+               audit: Any = None) -> str:
     """Finalize the engine (if any), store the end, free the board and send the next queued job's chain."""
     from pipeline.runner import CANCELED, COMPLETE, INCOMPLETE
 
@@ -272,8 +283,10 @@ def finish_job(rt: BoardRuntime, job_id: str, attempt: int, active: ActiveJob | 
             active.sink.close()  # (runner.finalize closes it: its records are in Redis before the end marker)
     if state not in (COMPLETE, INCOMPLETE, CANCELED):
         state = INCOMPLETE
+    entry = audit() if audit else None
+    token = uuid.uuid4().hex
     final, placed = retry_redis("finish", lambda: rt.lab.finish(job_id, rt.board, attempt, state, error_type, error,
-                                                                 durations, results))
+                                                                 durations, results, entry, token=token))
     if rt.active is active:
         rt.active = None
     if placed and not rt.stopping:

@@ -283,10 +283,11 @@ LUA_CLAIM = r"""
   return {'ok', state}
 """
 
-# A: job, board, attempt, state, error type, error, durations JSON, results JSON
+# A: job, board, attempt, state, error type, error, durations JSON, results JSON, audit entry JSON
 LUA_FINISH = r"""
   local j, b = A[1], A[2]
   local k = jk(j)
+  if A[9] ~= '' then redis.call('RPUSH', k .. ':steps', A[9]) end
   local st = redis.call('HMGET', k, 'state', 'board', 'attempt')
   local final = st[1] or 'missing'
   if st[1] and st[2] == b and st[3] == A[3] and ACTIVE[st[1]] then
@@ -555,8 +556,9 @@ def priority_value(value: str | int | None) -> int | None:
 class Lab:
     """The scheduler's operations on one Redis database."""
 
-    def __init__(self, r: Any = None):
-        self.r = r if r is not None else config.redis_client()
+    def __init__(self, r: Any = None, url: str | None = None):
+        self.url = url or config.redis_url()
+        self.r = r if r is not None else config.redis_client(self.url)
         self.lease_ms = int(config.lease_seconds() * 1000)
         self.board_ttl_ms = self.lease_ms
         self.keep_s = config.keep_seconds()
@@ -565,9 +567,13 @@ class Lab:
 
     # -- plumbing
 
-    def call(self, name: str, *args: Any, retry: bool = True) -> Any:
-        """Run a script; a retry after a lost answer returns the first answer (never runs it twice)."""
-        token = uuid.uuid4().hex if retry else ""
+    def call(self, name: str, *args: Any, retry: bool = True, token: str | None = None) -> Any:
+        """Run a script; a retry after a lost answer returns the first answer (never runs it twice).
+
+        Callers that retry for longer than the client does (a Redis restart)
+        pass the same ``token`` to every try.
+        """
+        token = token or (uuid.uuid4().hex if retry else "")
         argv = [token, self.board_ttl_ms, self.lease_ms, self.keep_s, *["" if a is None else a for a in args]]
         return self._scripts[name](keys=[], args=argv)
 
@@ -671,7 +677,7 @@ class Lab:
                 names = []
                 self.r.hset(job_key(a.job), mapping={"dispatch_error": str(exc)})
             self.r.hset(job_key(a.job), mapping={"nactions": len(names), "actions": json.dumps(names)})
-            send_chain(a.job, a.board, a.attempt, names, first_step)
+            send_chain(a.job, a.board, a.attempt, names, first_step, url=self.url)
 
     # -- board workers
 
@@ -686,28 +692,32 @@ class Lab:
     def heartbeat(self, board: str, node: str, job: str | None) -> list[Any]:
         return self.call("heartbeat", board, node, job or "", retry=False)
 
-    def release(self, board: str) -> list[Assignment]:
-        return Assignment.many(self.call("release", board)[1])
+    def release(self, board: str, token: str | None = None) -> list[Assignment]:
+        return Assignment.many(self.call("release", board, token=token)[1])
 
-    def claim(self, job: str, board: str, attempt: int, step: int, name: str, node: str, pid: int) -> tuple[str, str]:
-        kind, state = self.call("claim", job, board, attempt, step, name, node, pid, config.hostname())
+    def claim(self, job: str, board: str, attempt: int, step: int, name: str, node: str, pid: int,
+              token: str | None = None) -> tuple[str, str]:
+        """Claim step ``step`` of the job's attempt: ('ok', state) once; duplicate/stale/final otherwise."""
+        kind, state = self.call("claim", job, board, attempt, step, name, node, pid, config.hostname(), token=token)
         return kind, state
 
     def finish(self, job: str, board: str, attempt: int, state: str, error_type: str | None, error: str | None,
-               durations: list[dict[str, Any]] | None, results: list[dict[str, Any]] | None
-               ) -> tuple[str, list[Assignment]]:
+               durations: list[dict[str, Any]] | None, results: list[dict[str, Any]] | None,
+               audit: dict[str, Any] | None = None, token: str | None = None) -> tuple[str, list[Assignment]]:
+        """Store a job's end, free the board and reserve it for the best queued job (returned)."""
         final, placed = self.call("finish", job, board, attempt, state, error_type or "", error or "",
                                   json.dumps(durations) if durations is not None else "",
-                                  json.dumps(results) if results is not None else "")
+                                  json.dumps(results) if results is not None else "",
+                                  json.dumps(audit) if audit else "", token=token)
         return final, Assignment.many(placed)
 
     def lose(self, job: str, board: str, reason: str, only_started: bool = True,
-             error_type: str = "Infrastructure") -> str:
+             error_type: str = "Infrastructure", token: str | None = None) -> str:
         """End an active job of ``board`` whose worker is gone (Incomplete, or Canceled if it was canceling)."""
-        return self.call("lose", job, board, reason, int(only_started), error_type)[0]
+        return self.call("lose", job, board, reason, int(only_started), error_type, token=token)[0]
 
-    def redispatch(self, job: str, board: str) -> int | None:
-        kind, attempt = self.call("redispatch", job, board)
+    def redispatch(self, job: str, board: str, token: str | None = None) -> int | None:
+        kind, attempt = self.call("redispatch", job, board, token=token)
         return int(attempt) if kind == "ok" else None
 
     def stop(self, board: str, node: str) -> list[Assignment]:
@@ -763,7 +773,8 @@ def redis_now_ms(r: Any) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def send_chain(job_id: str, board: str, attempt: int, names: list[str], first_step: int = 0) -> None:
+def send_chain(job_id: str, board: str, attempt: int, names: list[str], first_step: int = 0,
+               url: str | None = None) -> None:
     """start -> one task per top-level action -> finalize, every task on ``board.<board>``.
 
     Step numbers: 0 is start, 1..n the actions, n + 1 finalize. ``first_step``
@@ -772,15 +783,15 @@ def send_chain(job_id: str, board: str, attempt: int, names: list[str], first_st
     """
     from celery import chain
 
-    from tasks.app import app
+    from tasks.app import app_for
 
-    queue = board_queue(board)
-    steps = [app.signature("tasks.start", args=(job_id, board, attempt, len(names)), immutable=True, queue=queue)]
+    app = app_for(url)
+    # ignore_result: no result-backend subscription per message (the job record is the result).
+    options = {"immutable": True, "queue": board_queue(board), "ignore_result": True}
+    steps = [app.signature("tasks.start", args=(job_id, board, attempt, len(names)), **options)]
     for index, name in enumerate(names):
-        steps.append(app.signature("tasks.action", args=(job_id, board, attempt, index, name), immutable=True,
-                                   queue=queue))
-    steps.append(app.signature("tasks.finalize", args=(job_id, board, attempt, len(names)), immutable=True,
-                               queue=queue))
+        steps.append(app.signature("tasks.action", args=(job_id, board, attempt, index, name), **options))
+    steps.append(app.signature("tasks.finalize", args=(job_id, board, attempt, len(names)), **options))
     steps = steps[first_step:]
     if len(steps) == 1:
         steps[0].apply_async()

@@ -42,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,7 +274,8 @@ class BoardRuntime:
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         threading.Thread(target=self._control_loop, name="control", daemon=True).start()
         if not reserved:
-            self.lab.dispatch(retry_redis("release", lambda: self.lab.release(self.board)))
+            token = uuid.uuid4().hex
+            self.lab.dispatch(retry_redis("release", lambda: self.lab.release(self.board, token=token)))
         log.info("board %s (%s) ready: node %s, queue %s", self.board, self.device.device_type, self.node,
                  board_queue(self.board))
 
@@ -389,7 +391,7 @@ class BoardRuntime:
         from tasks.scheduler import send_chain
 
         active.last_progress = now
-        send_chain(active.job_id, self.board, active.attempt, names, int(laststep) + 1)
+        send_chain(active.job_id, self.board, active.attempt, names, int(laststep) + 1, url=self.lab.url)
 
     def stuck(self, active: ActiveJob) -> None:
         """The job's timeout passed long ago and the action still runs: end the job, restart the worker."""
@@ -586,6 +588,8 @@ class Supervisor:
             r = config.redis_client()
             lab = Lab(r)
 
+            token = uuid.uuid4().hex
+
             def lose() -> None:
                 job = r.hget(f"lava:board:{self.board}", "job")
                 if not job:
@@ -593,7 +597,7 @@ class Supervisor:
                 current = r.hget(job_key(job), "current") or ""
                 during = f" during {current}" if current else ""
                 reason = f"worker lost: {node} (pid {pid}) {how}{during}"
-                final = lab.lose(job, self.board, reason)
+                final = lab.lose(job, self.board, reason, token=token)
                 if final in ("Incomplete", "Canceled"):
                     print(f"lava-dispatch worker: job {job}: {reason} -> {final}", file=sys.stderr)
                     mirror_loss(r, job, reason)
