@@ -106,13 +106,18 @@ def _claim(rt: BoardRuntime, job_id: str, attempt: int, step: int, name: str, ta
 
 
 def _audit_entry(rt: BoardRuntime, step: int, name: str, outcome: str, t0: float,
-                 task_id: str | None) -> dict[str, Any]:
-    return {"step": step, "name": name, "outcome": outcome, "board": rt.board, "node": rt.node, "pid": rt.pid,
-            "task_id": task_id, "t0": round(t0, 6), "t1": round(time.time(), 6)}
+                 task_id: str | None, engine: float | None = None) -> dict[str, Any]:
+    """One step as the audit trail shows it; ``engine``: seconds spent in the engine (runner setup, finalize)."""
+    entry = {"step": step, "name": name, "outcome": outcome, "board": rt.board, "node": rt.node, "pid": rt.pid,
+             "task_id": task_id, "t0": round(t0, 6), "t1": round(time.time(), 6)}
+    if engine is not None:
+        entry["engine"] = round(engine, 6)
+    return entry
 
 
-def _audit(rt: BoardRuntime, job_id: str, step: int, name: str, outcome: str, t0: float, task_id: str | None) -> None:
-    entry = _audit_entry(rt, step, name, outcome, t0, task_id)
+def _audit(rt: BoardRuntime, job_id: str, step: int, name: str, outcome: str, t0: float, task_id: str | None,
+           engine: float | None = None) -> None:
+    entry = _audit_entry(rt, step, name, outcome, t0, task_id, engine)
     try:
         retry_redis("audit", lambda: append_step(rt.r, job_id, entry), 60)
     except Exception as exc:  # noqa: BLE001 - the audit trail must not break a job
@@ -133,6 +138,7 @@ def start(self, job_id: str, board: str, attempt: int, nactions: int) -> dict[st
     if rt is None:
         return {"step": 0, "outcome": "wrong-worker"}
     kind, state = _claim(rt, job_id, attempt, 0, "start", self.request.id)
+    t_claimed = time.time()
     if kind != "ok":
         _audit(rt, job_id, 0, "start", kind, t0, self.request.id)
         return {"step": 0, "outcome": kind, "state": state}
@@ -145,7 +151,8 @@ def start(self, job_id: str, board: str, attempt: int, nactions: int) -> dict[st
         active.cancel.set()
     else:
         setup_runner(rt, active, nactions)
-    _audit(rt, job_id, 0, "start", "ran" if active.setup_error is None else "failed", t0, self.request.id)
+    _audit(rt, job_id, 0, "start", "ran" if active.setup_error is None else "failed", t0, self.request.id,
+           engine=time.time() - t_claimed)
     return {"step": 0, "outcome": "ran"}
 
 
@@ -255,7 +262,8 @@ def finalize(self, job_id: str, board: str, attempt: int, nactions: int) -> dict
     outcome = "ran" if kind == "ok" else f"ran-after-{kind}"
     # The audit entry is stored with the end, so a reader who sees the final state sees every step.
     final = finish_job(rt, job_id, attempt, active, None,
-                       audit=lambda: _audit_entry(rt, step, "finalize", outcome, t0, self.request.id))
+                       audit=lambda: _audit_entry(rt, step, "finalize", outcome, t0, self.request.id,
+                                                  active.finalize_s if active else None))
     return {"step": step, "outcome": outcome, "state": final}
 
 
@@ -272,7 +280,9 @@ def finish_job(rt: BoardRuntime, job_id: str, attempt: int, active: ActiveJob | 
                 runner.fail(InfrastructureError(reason))
             else:
                 runner.ctx.logger.error(reason)
+        t_engine = time.time()
         outcome = runner.finalize()
+        active.finalize_s = time.time() - t_engine
         state, error_type, error = outcome.state, outcome.error_type, outcome.error
         results, durations = outcome.results, top_level_durations(runner)
     else:

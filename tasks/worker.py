@@ -215,6 +215,7 @@ class ActiveJob:
     deadline: float | None = None  # monotonic: job timeout
     last_progress: float = field(default_factory=time.monotonic)
     stop_reason: str | None = None
+    finalize_s: float | None = None  # time in the engine's finalize (for the audit trail)
 
 
 class BoardRuntime:
