@@ -224,6 +224,8 @@ local function end_job(j, state, etype, emsg, logged)
   end
   redis.call('XADD', k .. ':log', 'MAXLEN', '~', 200000, '*', 'end', state)
   for _, key in ipairs({k, k .. ':log', k .. ':steps', k .. ':results'}) do redis.call('EXPIRE', key, KEEP) end
+  -- the index forgets jobs whose keys have long expired
+  redis.call('ZREMRANGEBYSCORE', P .. 'jobs', '-inf', fmt(NOW - 2000 * KEEP))
 end
 
 local function main()

@@ -374,3 +374,33 @@ def make_certs(base):
         "server.pem", "-days", "2", "-extfile", "ext.cnf")
     return certs
 
+
+
+def test_flower_shows_every_task_of_a_job(lab):
+    import urllib.request
+
+    from lab_helpers import free_port
+
+    port = free_port()
+    log = open(lab.base / "flower.log", "wb")
+    flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", "flower", f"--port={port}",
+                               "--address=127.0.0.1"], cwd=ROOT, env={**lab.env, "FLOWER_UNAUTHENTICATED_API": "1"},
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def api(path):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
+                return json.loads(answer.read())
+        wait_for(lambda: api("/api/tasks") is not None, 30, "Flower's API")
+        lab.start_worker("fl1")
+        job_id = scheduler(lab).submit(local_job("seen-by-flower")).job_id
+        assert wait_final(lab, job_id, 30)["state"] == "Complete"
+
+        def seen():
+            tasks = [t for t in api("/api/tasks").values() if job_id in str(t.get("args"))]
+            return sorted((t["name"], t["state"]) for t in tasks) if len(tasks) == 4 else None
+        assert wait_for(seen, 30, "the job's tasks in Flower") == [
+            ("tasks.action", "SUCCESS"), ("tasks.action", "SUCCESS"), ("tasks.finalize", "SUCCESS"),
+            ("tasks.start", "SUCCESS")]
+    finally:
+        flower.terminate()
+        flower.wait(20)
