@@ -185,7 +185,10 @@ def setup_runner(rt: BoardRuntime, active: ActiveJob, nactions: int) -> None:
                             f"{nactions}{': ' + dispatch_error if dispatch_error else ''}"))
         active.deadline = time.monotonic() + job.header.timeouts.job
         runner.start()
-    rt.r.hset(job_key(job_id), mapping={"output_dir": str(output_dir), "host": config.hostname()})
+    fields = {"output_dir": str(output_dir), "host": config.hostname()}
+    if active.names:
+        fields.update(actions=json.dumps(active.names), nactions=len(active.names))
+    rt.r.hset(job_key(job_id), mapping=fields)
     if active.setup_error is not None:
         rt.r.hset(job_key(job_id), mapping={"error_type": active.setup_error.error_type,
                                             "error": str(active.setup_error)})
@@ -226,6 +229,7 @@ def action(self, job_id: str, board: str, attempt: int, index: int, name: str) -
                                                 "hold the job's runner (the worker restarted)", token=token))
         _audit(rt, job_id, step, name, "lost", t0, self.request.id)
         return {"step": step, "outcome": "lost"}
+    active.ran.add(index)
     runner = active.runner
     if runner is None or runner.error is not None or active.setup_error is not None:
         _audit(rt, job_id, step, name, "skipped", t0, self.request.id)
@@ -275,6 +279,9 @@ def finish_job(rt: BoardRuntime, job_id: str, attempt: int, active: ActiveJob | 
     runner = active.runner if active else None
     results = durations = None
     if runner is not None:
+        missing = [name for i, name in enumerate(active.names) if i not in active.ran]
+        if missing and not reason and runner.error is None:
+            reason = f"the job's chain ended before {', '.join(missing)} ran"
         if reason:
             if runner.error is None:
                 runner.fail(InfrastructureError(reason))

@@ -56,7 +56,7 @@ from tasks.scheduler import Assignment, Lab, board_queue, control_channel, job_k
 log = logging.getLogger("lava-dispatch.worker")
 
 EXIT_CONFIG = 2  # a worker that cannot serve its board (bad device file, board served elsewhere): no restart
-STALL_SECONDS = 20.0  # a chain step not delivered after this long is sent again
+STALL_SECONDS = float(os.environ.get("LAVA_DISPATCH_STALL_SECONDS", "20"))  # a step not delivered by then is resent
 CONSUMER_STALL_SECONDS = 60.0  # messages waiting this long in an idle worker's queue: restart the worker
 STUCK_GRACE_SECONDS = 60.0  # past the job timeout by this much, the worker is stuck: it restarts
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
@@ -216,6 +216,7 @@ class ActiveJob:
     last_progress: float = field(default_factory=time.monotonic)
     stop_reason: str | None = None
     finalize_s: float | None = None  # time in the engine's finalize (for the audit trail)
+    ran: set[int] = field(default_factory=set)  # the indexes of the actions whose step was claimed here
 
 
 class BoardRuntime:
@@ -382,17 +383,20 @@ class BoardRuntime:
         self.queue_busy_since = None
         if active is None or now - active.last_progress < STALL_SECONDS:
             return
-        record = self.r.hmget(job_key(active.job_id), "state", "board", "attempt", "laststep", "actions")
-        state, board, attempt, laststep, actions = record
-        if board != self.board or str(active.attempt) != attempt or state not in ("Running", "Canceling"):
-            return
-        names = json.loads(actions or "[]")
-        log.warning("job %s: step %d never arrived: sending the rest of its chain again", active.job_id,
-                    int(laststep) + 1)
+        state, board, attempt, laststep = self.r.hmget(job_key(active.job_id), "state", "board", "attempt", "laststep")
+        names = active.names
+        if board == self.board and str(active.attempt) == attempt and state in ("Running", "Canceling"):
+            first = int(laststep) + 1
+            log.warning("job %s: step %d never arrived: sending the rest of its chain again", active.job_id, first)
+        else:
+            # The job ended without this worker (its lease was reaped) and its chain stopped: a finalize
+            # here still powers the board off, stops the helpers and frees the board.
+            first = len(names) + 1
+            log.warning("job %s ended without this worker (%s): finalizing it here", active.job_id, state)
         from tasks.scheduler import send_chain
 
         active.last_progress = now
-        send_chain(active.job_id, self.board, active.attempt, names, int(laststep) + 1, url=self.lab.url)
+        send_chain(active.job_id, self.board, active.attempt, names, first, url=self.lab.url)
 
     def stuck(self, active: ActiveJob) -> None:
         """The job's timeout passed long ago and the action still runs: end the job, restart the worker."""

@@ -48,17 +48,18 @@ class RedisServer:
     """A redis-server of our own on a free port: AOF on, in a temp dir; restartable."""
 
     def __init__(self, directory: Path, password: str | None = None, tls: dict[str, str] | None = None,
-                 extra: list[str] | None = None):
+                 extra: list[str] | None = None, acl_user: str | None = None):
         self.dir = directory
         self.port = free_port()
         self.password = password
+        self.acl_user = acl_user  # with password: an ACL user as docs/lab.md suggests; the default user is off
         self.tls = tls
         self.extra = extra or []
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        auth = f":{self.password}@" if self.password else ""
+        auth = f"{self.acl_user or ''}:{self.password}@" if self.password else ""
         scheme = "rediss" if self.tls else "redis"
         return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
 
@@ -72,7 +73,10 @@ class RedisServer:
                      "--tls-auth-clients", "no"]
         else:
             argv += ["--port", str(self.port)]
-        if self.password:
+        if self.password and self.acl_user:
+            argv += ["--user", "default", "off", "--user", self.acl_user, "on", f">{self.password}", "~*", "&*",
+                     "+@all", "-@admin", "-@dangerous", "+info"]
+        elif self.password:
             argv += ["--requirepass", self.password]
         self.process = subprocess.Popen(argv + self.extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                         start_new_session=True)

@@ -242,6 +242,44 @@ def test_a_duplicate_chain_does_nothing(lab):
     assert record(lab, job_id)["state"] == "Complete"
 
 
+@pytest.fixture
+def quick_watchdog_lab(request):
+    base = make_tempdir("lab-test-")
+    server = RedisServer(base).start()
+    the_lab = Lab(server, base, extra_env={"LAVA_DISPATCH_STALL_SECONDS": "2"})
+    saved = {k: os.environ.get(k) for k in the_lab.env if k.startswith("LAVA_DISPATCH_")}
+    the_lab.apply_env()
+    yield the_lab
+    the_lab.stop_all()
+    server.kill()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    remove_tree(base)
+
+
+def test_lost_chain_messages_are_sent_again(quick_watchdog_lab):
+    """A reserved job whose chain never arrived, and a chain cut after its first step, both complete."""
+    lab = quick_watchdog_lab
+    lab.start_worker("wd1")
+    sched = scheduler(lab)
+    never_sent = sched.submit(local_job("never-sent"), dispatch=False)
+    assert never_sent.board == "wd1"
+    assert wait_final(lab, never_sent.job_id, 30)["state"] == "Complete"
+    assert record(lab, never_sent.job_id)["attempt"] == 2  # the watchdog sent it again as a new attempt
+    # Only the start step is sent: the rest of the chain is "lost".
+    cut = sched.submit(local_job("cut"), dispatch=False)
+    from tasks.app import app_for
+
+    app_for(lab.redis.url).signature("tasks.start", args=(cut.job_id, "wd1", 1, 2), queue="board.wd1",
+                                     ignore_result=True).apply_async()
+    rec = wait_final(lab, cut.job_id, 30)
+    assert rec["state"] == "Complete"
+    assert [s["step"] for s in assert_each_step_ran_once(lab, cut.job_id)] == [0, 1, 2, 3]
+
+
 def test_celery_call_submits_like_the_cli(lab):
     lab.start_worker("cc1")
     text = local_job("via-celery")
@@ -332,28 +370,47 @@ def test_worker_stop_mid_job_ends_the_job_cleanly(lab):
     assert {b["board"]: b["state"] for b in sched.boards()}["stop1"] == "offline"
 
 
-def test_password_and_tls(tmp_path):
-    """The lab on a Redis with a password and TLS (rediss://, the server's CA given by LAVA_DISPATCH_REDIS_CA)."""
+def run_one_job_on(server, base, extra_env=None):
+    the_lab = Lab(server, base, extra_env=extra_env)
+    saved = {k: os.environ.get(k) for k in the_lab.env if k.startswith("LAVA_DISPATCH_")}
+    the_lab.apply_env()
+    try:
+        the_lab.start_worker("sec1")
+        job_id = scheduler(the_lab).submit(local_job("secured")).job_id
+        assert wait_final(the_lab, job_id, 30)["state"] == "Complete"
+        out = subprocess.run([sys.executable, "-m", "celery", "-A", "tasks", "call", "tasks.submit", "--args",
+                              json.dumps([local_job("secured-celery")])], cwd=ROOT, env=the_lab.env,
+                             capture_output=True, text=True, timeout=60)
+        assert wait_final(the_lab, out.stdout.split()[0], 30)["state"] == "Complete"
+        assert b"NOPERM" not in the_lab.logs["sec1"].read_bytes()
+    finally:
+        the_lab.stop_all()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_password(tmp_path):
+    server = RedisServer(tmp_path, password="s3cret-pass").start()
+    try:
+        run_one_job_on(server, tmp_path)
+    finally:
+        server.kill()
+
+
+def test_tls_and_acl_user(tmp_path):
+    """TLS (rediss://, the server's CA in LAVA_DISPATCH_REDIS_CA) and the ACL user docs/lab.md suggests."""
     certs = make_certs(tmp_path)
-    server = RedisServer(tmp_path, password="s3cret pass".replace(" ", "-"),
+    server = RedisServer(tmp_path, password="s3cret-pass", acl_user="lava",
                          tls={"cert": str(certs / "server.pem"), "key": str(certs / "server.key"),
                               "ca": str(certs / "ca.pem")})
     os.environ["LAVA_DISPATCH_REDIS_CA"] = str(certs / "ca.pem")
     try:
         server.start()
-        the_lab = Lab(server, tmp_path, extra_env={"LAVA_DISPATCH_REDIS_CA": str(certs / "ca.pem")})
-        saved = os.environ.get("LAVA_DISPATCH_REDIS_URL")
-        the_lab.apply_env()
-        try:
-            the_lab.start_worker("tls1")
-            job_id = scheduler(the_lab).submit(local_job("over-tls")).job_id
-            assert wait_final(the_lab, job_id, 30)["state"] == "Complete"
-        finally:
-            the_lab.stop_all()
-            if saved is None:
-                os.environ.pop("LAVA_DISPATCH_REDIS_URL", None)
-            else:
-                os.environ["LAVA_DISPATCH_REDIS_URL"] = saved
+        assert server.url.startswith("rediss://lava:")
+        run_one_job_on(server, tmp_path, {"LAVA_DISPATCH_REDIS_CA": str(certs / "ca.pem")})
     finally:
         os.environ.pop("LAVA_DISPATCH_REDIS_CA", None)
         server.kill()
