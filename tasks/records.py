@@ -32,7 +32,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from tasks.scheduler import FINAL_STATES, PREFIX, job_key
+from tasks.scheduler import FINAL_STATES, PREFIX, SUBMIT_QUEUE, job_key
 
 STREAM_MAXLEN = 200_000
 
@@ -66,6 +66,9 @@ def resolve_job_id(r: Any, text: str) -> str:
         return matches[0]
     if len(matches) > 1:
         raise JobNotFound(f"{text!r} matches several jobs: give more of the id")
+    if len(text) >= 8 and any(text in message for message in r.lrange(SUBMIT_QUEUE, 0, 999)):
+        raise JobNotFound(f"job {text} was sent with `celery call` and is not recorded yet: its tasks.submit "
+                          f"message waits in {SUBMIT_QUEUE} for a worker (every board worker is busy?)")
     raise JobNotFound(f"no job {text!r} (finished jobs are kept for LAVA_DISPATCH_KEEP_DAYS days)")
 
 

@@ -270,3 +270,17 @@ def test_celery_settings():
     out = subprocess.run([sys.executable, "-c", "from celery.app.utils import find_app; print(find_app('tasks').main)"],
                          cwd=ROOT, capture_output=True, text=True, check=True, env={**os.environ}).stdout
     assert out.strip() == "lava-dispatch"
+
+
+def test_status_of_a_celery_submission_not_taken_yet(lab):
+    from tasks.records import JobNotFound, resolve_job_id
+
+    job_id = "0123abcd-0000-4000-8000-000000000000"
+    lab.r.lpush("lava.submit", json.dumps({"headers": {"id": job_id, "task": "tasks.submit"}}))
+    with pytest.raises(JobNotFound, match="not recorded yet"):
+        resolve_job_id(lab.r, job_id)
+    with pytest.raises(JobNotFound, match="no job"):
+        resolve_job_id(lab.r, "ffffffff-0000")
+    register(lab, "b1")
+    known = submit(lab).job_id
+    assert resolve_job_id(lab.r, known[:6]) == known
