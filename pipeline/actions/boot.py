@@ -6,6 +6,8 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
+import pexpect
+
 from pipeline.action import Action, RetryAction
 from pipeline.actions.deploy import image_specs, ramdisk_with_overlay
 from pipeline.actions.overlay import ApplyOverlayLocal, overlay_action, overlay_root
@@ -252,8 +254,9 @@ def run_power(ctx: JobContext, which: str, timeout: float) -> bool:
     """Run the device's power command ``which``; False if the device has none."""
     commands = device_commands(getattr(ctx.device.commands, which))
     for command in commands:
+        command = ctx.device_command(command)
         ctx.logger.info(f"{which}: {command}")
-        run_command(["/bin/sh", "-c", ctx.device_command(command)], timeout, which, registry=ctx.processes)
+        run_command(["/bin/sh", "-c", command], timeout, which, registry=ctx.processes)
     return bool(commands)
 
 
@@ -267,6 +270,7 @@ class ConnectDevice(Action):
         if ctx.connection is not None and ctx.connection.alive():
             ctx.logger.info("console already connected")
             return
+        ctx.close_connection()  # a console that closed (a retry connects again)
         command = ctx.device.commands.connect
         if not command:
             raise ConfigurationError("the device has no commands.connect")
@@ -282,7 +286,13 @@ class ResetDevice(Action):
     description = "power-cycle the board (hard_reset, or power_off then power_on)"
     summary = "reset the board"
 
+    def __init__(self, discard_output: bool = False):
+        super().__init__()
+        self.discard_output = discard_output  # a stale bootloader prompt must not match after the reset
+
     def run(self, ctx: JobContext) -> None:
+        if self.discard_output:
+            discard_pending_output(ctx)
         if run_power(ctx, "hard_reset", ctx.remaining()):
             return
         run_power(ctx, "power_off", ctx.remaining())
@@ -335,17 +345,29 @@ class MinimalBoot(Strategy):
 
 UBOOT_FAILURES = [
     ("Wrong Ramdisk Image Format", JobError, "u-boot cannot use the ramdisk: wrong ramdisk image format"),
-    ("Bad Linux ARM64 Image magic", JobError, "u-boot: the kernel is not an arm64 Image"),
-    ("Bad Linux ARM zImage magic", JobError, "u-boot: the kernel is not a zImage"),
+    ("Bad Linux ARM64 Image magic", JobError, "u-boot: the kernel is not an arm64 Image (booti)"),
+    ("Bad Linux ARM zImage magic", JobError, "u-boot: the kernel is not a zImage (bootz)"),
+    ("Bad Linux RISCV Image magic", JobError, "u-boot: the kernel is not a RISC-V Image (booti)"),
     ("Bad Data CRC", JobError, "u-boot: bad data CRC in an image"),
+    ("Bad Header Checksum", JobError, "u-boot: bad header checksum in an image"),
     ("Wrong Image Format for bootm", JobError, "u-boot: the kernel is not a uImage (bootm)"),
+    ("No Linux ARM Ramdisk Image", JobError, "u-boot: the ramdisk's u-boot header is not an ARM ramdisk's"),
+    ("No Linux AArch64 Ramdisk Image", JobError, "u-boot: the ramdisk's u-boot header is not an arm64 ramdisk's"),
+    ("Ramdisk image is corrupt or invalid", JobError, "u-boot: the ramdisk is corrupt or invalid"),
+    ("ERROR: Did not find a cmdline Flattened Device Tree", JobError, "u-boot: the dtb is not valid"),
+    ("ERROR: image is not a fdt", JobError, "u-boot: the dtb is not a device tree blob"),
     ("TFTP error", InfrastructureError, "u-boot: TFTP error"),
     ("Retry count exceeded", InfrastructureError, "u-boot: TFTP transfer failed (retry count exceeded)"),
     ("Unknown command", ConfigurationError, "u-boot does not know a command of the device's command list"),
-    ("ERROR: Did not find a cmdline Flattened Device Tree", JobError, "u-boot: the dtb is not valid"),
 ]
-# A substituted value may not end one bootloader command and start another.
-UNSAFE_VALUE = re.compile(r"[;\n\r'\"`$\\&|<>]")
+# A substituted value is a file name, a path, an address or an IP address:
+# nothing that could end one bootloader command and start another, quote,
+# expand a variable or comment out the rest of the line.
+SAFE_VALUE = re.compile(r"^[A-Za-z0-9._/:,+=@%~-]*$")
+PLACEHOLDER = re.compile(r"\{[A-Z][A-Z0-9_]*\}")
+# Lines naming a file the job does not deploy are left out (as LAVA does), so one
+# command list serves jobs with and without a dtb or a ramdisk.
+OPTIONAL_FILES = ("DTB", "RAMDISK")
 
 
 def uboot_failures() -> list[tuple[str, Exception]]:
@@ -379,33 +401,57 @@ class BootloaderCommandOverlay(Action):
             "RAMDISK": ctx.tftp_names.get("ramdisk", ""),
             "NFSROOTFS": ctx.nfs_export_path() if ctx.nfs_root else "",
         }
+        for key, value in values.items():
+            if not SAFE_VALUE.match(value):
+                raise JobError(f"{key}: {value!r} cannot be put into a bootloader command (only letters, "
+                               "digits and . _ / : , + = @ % ~ - are allowed: no ';', quote, space, "
+                               "newline or '$')")
         ramdisk = values["RAMDISK_ADDR"] if values["RAMDISK"] else "-"
         if values["RAMDISK"] and not ctx.uboot_ramdisk_has_header():
-            ramdisk += ":${filesize}" if params.type == "booti" else ""
+            # A raw ramdisk needs its size; the command list sets initrd_size after loading it (as LAVA's do).
+            ramdisk += ":${initrd_size}"
         dtb = values["DTB_ADDR"] if values["DTB"] else str(ctx.device.parameters.get("default_dtb", "-"))
         values["BOOTX"] = f"{params.type} {values['KERNEL_ADDR']} {ramdisk} {dtb}"
-        for key, value in values.items():
-            if key != "BOOTX" and UNSAFE_VALUE.search(value):
-                raise JobError(f"{key}: {value!r} cannot be put into a bootloader command "
-                               "(it holds ';', a quote, a newline or another separator)")
         return values
 
     def run(self, ctx: JobContext) -> None:
         params: BootUBoot = self.params
         template = (uboot_method(ctx.device).get(params.commands) or {}).get("commands") or []
+        if not template:
+            raise ConfigurationError(f"the device's u-boot command list {params.commands!r} is empty")
         values = self.values(ctx)
         commands = []
         for line in template:
             text = str(line)
+            missing = {name[1:-1] for name in PLACEHOLDER.findall(text) if not values.get(name[1:-1])}
+            if missing and missing <= set(OPTIONAL_FILES):
+                ctx.logger.debug(f"bootloader command left out (the job deploys no {', '.join(sorted(missing))}): "
+                                 f"{text}")
+                continue
             for key, value in values.items():
                 text = text.replace("{" + key + "}", value)
-            if re.search(r"\{[A-Z_]+\}", text):
-                raise JobError(f"bootloader command {line!r}: {re.search(r'{[A-Z_]+}', text).group()} "
-                               "has no value in this job (deploy the file it names)")
+            unknown = PLACEHOLDER.search(text)
+            if unknown:
+                raise JobError(f"bootloader command {line!r}: {unknown.group()} has no value in this job "
+                               "(deploy the file it names, or the device lacks a parameter)")
             commands.append(text)
         ctx.bootloader_commands = commands
         for command in commands:
             ctx.logger.debug(f"bootloader command: {command}")
+
+
+def discard_pending_output(ctx: JobContext) -> None:
+    """Forget what the console printed before a power cycle: a stale prompt must not match later."""
+    connection = ctx.connection
+    if connection is None or not connection.alive():
+        return
+    try:
+        while True:
+            connection.child.read_nonblocking(65536, timeout=0)
+    except (pexpect.TIMEOUT, pexpect.EOF, OSError):
+        pass
+    connection.child.buffer = connection.child.string_type()
+    connection.log.drain()
 
 
 @known_action
@@ -486,7 +532,9 @@ class UBootBoot(Strategy):
     def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
         params: BootUBoot = block.params
         retry = UBootRetry()
-        retry.internal(ResetDevice(), BootloaderInterrupt(), UBootCommands(), *shell_steps(params))
+        # Every attempt starts from power-on; the console is opened again only if it closed.
+        retry.internal(ConnectDevice(), ResetDevice(discard_output=True), BootloaderInterrupt(), UBootCommands(),
+                       *shell_steps(params))
         top = UBootAction(params)
-        top.internal(BootloaderCommandOverlay(), ConnectDevice(), retry)
+        top.internal(BootloaderCommandOverlay(), retry)
         return top

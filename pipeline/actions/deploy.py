@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
-from pathlib import Path
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from pipeline import overlay
+from pipeline import nfs, overlay
 from pipeline.action import Action, RetryAction
 from pipeline.actions.overlay import overlay_action, overlay_root
-from pipeline.archive import safe_extract
+from pipeline.archive import check_members, safe_extract
 from pipeline.device import Device
 from pipeline.download import download
 from pipeline.errors import ConfigurationError, InfrastructureError, JobError
@@ -41,9 +46,12 @@ class DownloadAction(Action):
 
     def run(self, ctx: JobContext) -> None:
         base = ctx.tftp_dir if self.into_tftp and ctx.tftp_dir else ctx.workdir / "downloads"
-        filename = Path(self.spec.url.split("?")[0].rstrip("/")).name or self.key
+        filename = Path(self.spec.url.split("?")[0].split("#")[0].rstrip("/")).name or self.key
         if self.spec.compression and filename.endswith(f".{self.spec.compression}"):
             filename = filename[: -len(self.spec.compression) - 1]
+        if self.into_tftp:
+            # The name goes into bootloader commands: plain characters only.
+            filename = TFTP_UNSAFE.sub("_", filename).lstrip(".") or self.key
         destination = base / self.key / filename
         ctx.logger.info(f"downloading {self.spec.url} as {self.key}")
         path = download(self.spec.url, destination, compression=self.spec.compression, md5sum=self.spec.md5sum,
@@ -51,6 +59,8 @@ class DownloadAction(Action):
                         log=lambda message: ctx.logger.info(f"{self.name} {self.key}: {message}"), check=ctx.check)
         ctx.images[self.key] = path
         if self.into_tftp and ctx.tftp_dir:
+            path.parent.chmod(0o755)  # a TFTP server often runs as its own user
+            path.chmod(0o644)
             ctx.tftp_names[self.key] = str(path.relative_to(tftp_root(ctx.device)))
 
 
@@ -155,13 +165,37 @@ class TmpfsDeploy(Strategy):
 
 # ---------------------------------------------------------------- tftp
 
+TFTP_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def tftp_parameters(device: Device) -> dict[str, Any]:
+    return dict((device.deploy_methods.get("tftp") or {}).get("parameters") or {})
+
 
 def tftp_root(device: Device) -> Path:
-    method = device.deploy_methods.get("tftp") or {}
-    root = (method.get("parameters") or {}).get("tftp_root") or device.parameters.get("tftp_root")
+    root = tftp_parameters(device).get("tftp_root") or device.parameters.get("tftp_root")
     if not root:
         raise ConfigurationError("the device has no tftp_root (actions.deploy.methods.tftp.parameters.tftp_root)")
     return Path(str(root))
+
+
+def job_directory(root: Path, ctx: JobContext) -> Path:
+    """A new directory ROOT/BOARD/JOB-xxxxxxxx of this job: never shared with another job or board."""
+    board_dir = root / ctx.board_name
+    board_dir.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{TFTP_UNSAFE.sub('_', ctx.job_id)}-", dir=board_dir))
+    path.chmod(0o755)
+    return path
+
+
+def remove_job_directory(path: Path | None, root: Path) -> None:
+    if path is None or not path.exists():
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        path.parent.rmdir()  # the board's directory, once its last job is gone
+    except OSError:
+        pass
 
 
 @known_action
@@ -171,16 +205,53 @@ class PrepareTftpDir(Action):
     summary = "per-job TFTP directory"
 
     def run(self, ctx: JobContext) -> None:
-        root = tftp_root(ctx.device)
-        ctx.tftp_dir = root / ctx.board_name / ctx.job_id
-        if ctx.tftp_dir.exists():
-            shutil.rmtree(ctx.tftp_dir)
-        ctx.tftp_dir.mkdir(parents=True)
+        ctx.tftp_dir = job_directory(tftp_root(ctx.device), ctx)
         ctx.logger.info(f"TFTP directory {ctx.tftp_dir}")
 
     def cleanup(self, ctx: JobContext) -> None:
-        if ctx.tftp_dir and ctx.tftp_dir.exists():
-            shutil.rmtree(ctx.tftp_dir, ignore_errors=True)
+        if ctx.tftp_dir is not None:
+            remove_job_directory(ctx.tftp_dir, tftp_root(ctx.device))
+            ctx.logger.debug(f"removed the TFTP directory {ctx.tftp_dir}")
+
+
+def check_rootfs_members(members: list[tarfile.TarInfo]) -> None:
+    """What check_members leaves to the extraction, refused for a root filesystem.
+
+    A symbolic link may point anywhere (it is read on the board), so the
+    extraction must never go through one on this host: no other member may
+    have the path of a link (a file would be written, a directory chmod-ed,
+    through it) and no hard link may name its target through a link (that
+    would hard-link a file of this host into the export).
+    """
+    links = {PurePosixPath(m.name) for m in members if m.issym()}
+    counts: dict[PurePosixPath, int] = {}
+    for member in members:
+        path = PurePosixPath(member.name)
+        counts[path] = counts.get(path, 0) + 1
+        if path in links and counts[path] > 1:
+            raise JobError(f"nfsrootfs: member {member.name!r} appears twice and one is a symbolic link: it "
+                           "would be written through the link")
+        if member.islnk():
+            target = PurePosixPath(member.linkname)
+            if target in links or any(parent in links for parent in target.parents):
+                raise JobError(f"nfsrootfs: hard link {member.name!r} -> {member.linkname!r} goes through a "
+                               "symbolic link")
+        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+            raise JobError(f"nfsrootfs: member {member.name!r} is not a file, directory or link")
+
+
+def extract_rootfs(tarball: Path, target: Path) -> int:
+    """Unpack an NFS root tarball into ``target``; refuse members that would land outside."""
+    try:
+        with tarfile.open(tarball, "r:*") as archive:
+            members = check_members(archive, "nfsrootfs")
+            check_rootfs_members(members)
+            archive.extractall(target, members=members, filter="fully_trusted", numeric_owner=os.getuid() == 0)
+    except tarfile.TarError as exc:
+        raise JobError(f"nfsrootfs: not a readable tarball: {exc}") from None
+    except (EOFError, zlib.error, OSError) as exc:
+        raise JobError(f"nfsrootfs: the tarball cannot be unpacked: {exc}") from None
+    return len(members)
 
 
 @known_action
@@ -190,21 +261,31 @@ class ExtractNfsRootfs(Action):
     summary = "NFS root"
 
     def run(self, ctx: JobContext) -> None:
-        root = nfs_export_root(ctx.device)
-        ctx.nfs_root = root / ctx.board_name / ctx.job_id
-        if ctx.nfs_root.exists():
-            shutil.rmtree(ctx.nfs_root)
-        count = safe_extract(ctx.images["nfsrootfs"], ctx.nfs_root, "nfsrootfs")
+        ctx.nfs_root = job_directory(nfs_export_root(ctx.device), ctx)
+        count = extract_rootfs(ctx.images["nfsrootfs"], ctx.nfs_root)
+        ctx.nfs_root.chmod(0o755)
         ctx.logger.info(f"nfsrootfs: {count} entries in {ctx.nfs_root}")
 
     def cleanup(self, ctx: JobContext) -> None:
-        if ctx.nfs_root and ctx.nfs_root.exists():
-            shutil.rmtree(ctx.nfs_root, ignore_errors=True)
+        if ctx.nfs_root is not None:
+            remove_job_directory(ctx.nfs_root, nfs_export_root(ctx.device))
+            ctx.logger.debug(f"removed the NFS root {ctx.nfs_root}")
+
+
+@known_action
+class NfsExport(Action):
+    name = "nfs-export"
+    description = "make sure the NFS server managed by the dispatcher exports the NFS roots"
+    summary = "NFS server"
+
+    def run(self, ctx: JobContext) -> None:
+        server = nfs.server_for(tftp_parameters(ctx.device))
+        if server is not None:
+            server.ensure_export(nfs_export_root(ctx.device), log=ctx.logger.info)
 
 
 def nfs_export_root(device: Device) -> Path:
-    method = device.deploy_methods.get("tftp") or {}
-    root = (method.get("parameters") or {}).get("nfs_root") or device.parameters.get("nfs_root")
+    root = tftp_parameters(device).get("nfs_root") or device.parameters.get("nfs_root")
     if not root:
         raise ConfigurationError("the device has no nfs_root for NFS exports "
                                  "(actions.deploy.methods.tftp.parameters.nfs_root)")
@@ -212,6 +293,12 @@ def nfs_export_root(device: Device) -> Path:
 
 
 UBOOT_HEADER = 64
+UBOOT_MAGIC = b"\x27\x05\x19\x56"
+
+
+def has_uboot_header(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == UBOOT_MAGIC
 
 
 @known_action
@@ -223,11 +310,35 @@ class ExtractOverlayRamdisk(Action):
     def run(self, ctx: JobContext) -> None:
         ramdisk = ctx.images["ramdisk"]
         data = ramdisk.read_bytes()
-        if data[:4] != b"\x27\x05\x19\x56":
+        if len(data) < UBOOT_HEADER or data[:4] != UBOOT_MAGIC:
             raise JobError("ramdisk: ramdisk-type is u-boot but the file has no u-boot header")
+        size = int.from_bytes(data[12:16], "big")  # ih_size: the payload after the header
+        if size > len(data) - UBOOT_HEADER:
+            raise JobError(f"ramdisk: the u-boot header announces {size} bytes but the file holds "
+                           f"{len(data) - UBOOT_HEADER}")
         bare = ramdisk.with_name(ramdisk.name + ".bare")
-        bare.write_bytes(data[UBOOT_HEADER:])
+        bare.write_bytes(data[UBOOT_HEADER:UBOOT_HEADER + size])
         ctx.images["ramdisk-bare"] = bare
+        ctx.logger.info(f"ramdisk: u-boot header removed ({size} bytes of payload)")
+
+
+def overlay_target(root: Path, inside: str) -> Path:
+    """``root/inside`` for the overlay, refusing a path that passes through a link of the root filesystem."""
+    path = root
+    for part in PurePosixPath(inside).parts:
+        if part in ("/", "."):
+            continue
+        if part == "..":
+            raise ConfigurationError(f"lava_test_results_dir {inside!r} leaves the root filesystem")
+        path = path / part
+        if path.is_symlink():
+            raise JobError(f"nfsrootfs: {inside} is a symbolic link in the root filesystem: the overlay "
+                           "cannot be written there")
+        if not path.exists():
+            path.mkdir()
+        elif not path.is_dir():
+            raise JobError(f"nfsrootfs: {inside} is not a directory in the root filesystem")
+    return path
 
 
 @known_action
@@ -238,15 +349,23 @@ class ApplyOverlayTftp(Action):
 
     def run(self, ctx: JobContext) -> None:
         if ctx.nfs_root is not None:
-            safe_extract(ctx.overlay_tarball, ctx.nfs_root / overlay_root(ctx).lstrip("/"), "overlay")
-            ctx.logger.info(f"overlay unpacked into the NFS root {ctx.nfs_root}")
+            target = overlay_target(ctx.nfs_root, overlay_root(ctx))
+            safe_extract(ctx.overlay_tarball, target, "overlay")
+            ctx.logger.info(f"overlay unpacked into the NFS root at {overlay_root(ctx)}")
             return
         key = "ramdisk-bare" if "ramdisk-bare" in ctx.images else "ramdisk"
         ramdisk = ctx.images[key]
+        if key == "ramdisk" and has_uboot_header(ramdisk):
+            raise JobError("ramdisk: the file has a u-boot header: add 'ramdisk-type: u-boot' to the deploy "
+                           "so that the overlay goes inside the ramdisk")
         with open(ramdisk, "ab") as out:
             out.write(b"\0" * ((-ramdisk.stat().st_size) % 4))
             out.write(overlay.cpio_newc(ctx.overlay_dir, overlay_root(ctx)))
         ctx.logger.info(f"overlay appended to the ramdisk ({ramdisk.stat().st_size} bytes)")
+
+
+MKIMAGE_ARCH = {"arm": "arm", "armhf": "arm", "arm64": "arm64", "aarch64": "arm64", "x86_64": "x86_64",
+                "riscv64": "riscv", "mips": "mips", "powerpc": "powerpc"}
 
 
 @known_action
@@ -257,15 +376,22 @@ class CompressRamdisk(Action):
 
     def __init__(self, arch: str):
         super().__init__()
-        self.arch = arch
+        self.arch = MKIMAGE_ARCH.get(arch, arch)
 
     def run(self, ctx: JobContext) -> None:
-        bare = ctx.images["ramdisk-bare"]
+        bare = ctx.images.pop("ramdisk-bare")
         target = ctx.images["ramdisk"]
-        run_command(["mkimage", "-A", self.arch, "-O", "linux", "-T", "ramdisk", "-C", "none",
-                     "-d", str(bare), str(target)], ctx.remaining(), "mkimage", registry=ctx.processes)
+        with open(target, "rb") as handle:  # still the downloaded file: keep its image name
+            name = handle.read(UBOOT_HEADER)[32:64].split(b"\0")[0].decode("ascii", "replace")
+        name = re.sub(r"[^A-Za-z0-9 ._+:-]", "_", name).strip() or "ramdisk"
+        output = run_command(["mkimage", "-A", self.arch, "-O", "linux", "-T", "ramdisk", "-C", "none",
+                              "-n", name, "-d", str(bare), str(target)],
+                             ctx.remaining(), "mkimage", registry=ctx.processes)
         bare.unlink()
-        ctx.logger.info(f"u-boot header restored on {target.name}")
+        target.chmod(0o644)
+        for line in output.strip().splitlines():
+            ctx.logger.debug(f"mkimage: {line}")
+        ctx.logger.info(f"u-boot header restored on {target.name} ({target.stat().st_size} bytes)")
 
 
 @known_action
@@ -282,6 +408,12 @@ class TftpDeployAction(Action):
                   for key, spec in files.items()]
         if params.nfsrootfs:
             steps.append(ExtractNfsRootfs())
+            try:
+                managed = nfs.server_for(tftp_parameters(plan.device)) is not None
+            except ConfigurationError as exc:
+                raise_problem(place, f"the device's tftp parameters: {exc}")
+            if managed:
+                steps.append(NfsExport())
         lava_overlay = overlay_action(plan.stages_after(), params.os)
         uboot_ramdisk = params.ramdisk is not None and (params.ramdisk_type == "u-boot"
                                                         or params.ramdisk.header == "u-boot")
