@@ -150,7 +150,10 @@ def start(self, job_id: str, board: str, attempt: int, nactions: int) -> dict[st
         active.setup_error = Canceled("the job was canceled before it started")
         active.cancel.set()
     else:
-        setup_runner(rt, active, nactions)
+        try:
+            setup_runner(rt, active, nactions)
+        except Exception as exc:  # noqa: BLE001 - Redis away for minutes: the job still reaches finalize
+            active.setup_error = active.setup_error or InfrastructureError(f"cannot start the job: {exc}")
     _audit(rt, job_id, 0, "start", "ran" if active.setup_error is None else "failed", t0, self.request.id,
            engine=time.time() - t_claimed)
     return {"step": 0, "outcome": "ran"}
@@ -163,7 +166,8 @@ def setup_runner(rt: BoardRuntime, active: ActiveJob, nactions: int) -> None:
     from pipeline.runner import JobRunner
 
     job_id = active.job_id
-    definition, dispatch_error = rt.r.hmget(job_key(job_id), "definition", "dispatch_error")
+    definition, dispatch_error = retry_redis("read job", lambda: rt.r.hmget(job_key(job_id), "definition",
+                                                                            "dispatch_error"))
     output_dir = config.output_root() / job_id
     active.sink = RedisLogSink(rt.r, job_id)
     try:
@@ -175,23 +179,29 @@ def setup_runner(rt: BoardRuntime, active: ActiveJob, nactions: int) -> None:
         active.setup_error = JobError(f"the job cannot run on board {rt.board}: " + "; ".join(exc.problems))
     except LavaError as exc:
         active.setup_error = exc
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a start step never raises: finalize must run
         active.setup_error = Bug(f"{type(exc).__name__}: {exc}")
     else:
         active.runner = runner
         active.names = [a.name for a in runner.actions]
+        if active.stop_reason:  # SIGTERM arrived while the runner was being built
+            runner.fail(InfrastructureError(active.stop_reason))
         if len(active.names) != nactions:
             runner.fail(Bug(f"the pipeline has {len(active.names)} actions on {rt.board} but the chain has "
                             f"{nactions}{': ' + dispatch_error if dispatch_error else ''}"))
         active.deadline = time.monotonic() + job.header.timeouts.job
-        runner.start()
+        try:
+            runner.start()
+        except Exception as exc:  # noqa: BLE001 - e.g. the output directory cannot be written
+            runner.fail(InfrastructureError(f"cannot start the job: {type(exc).__name__}: {exc}"))
     fields = {"output_dir": str(output_dir), "host": config.hostname()}
     if active.names:
         fields.update(actions=json.dumps(active.names), nactions=len(active.names))
-    rt.r.hset(job_key(job_id), mapping=fields)
+    error = active.setup_error or (active.runner.error if active.runner else None)
+    if error is not None:
+        fields.update(error_type=error.error_type, error=str(error))
+    retry_redis("record", lambda: rt.r.hset(job_key(job_id), mapping=fields), 120)
     if active.setup_error is not None:
-        rt.r.hset(job_key(job_id), mapping={"error_type": active.setup_error.error_type,
-                                            "error": str(active.setup_error)})
         active.sink({"dt": _now_dt(), "lvl": "error",
                      "msg": f"{type(active.setup_error).__name__}: {active.setup_error}"})
 
