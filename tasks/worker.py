@@ -272,7 +272,10 @@ class BoardRuntime:
                         self.lab.dispatch([Assignment(job, self.board, attempt)])
                         log.info("job %s was reserved but never started: its chain is sent again", job)
         power_off(self.device, self.board)
-        run_device_commands(self.device, "prepare", self.board)
+        try:
+            run_device_commands(self.device, "prepare", self.board)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.error("prepare of %s failed: %s", self.board, exc)
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         threading.Thread(target=self._control_loop, name="control", daemon=True).start()
         if not reserved:
