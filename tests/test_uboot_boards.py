@@ -598,3 +598,72 @@ def test_boot_type_must_be_one_the_device_supports(cli):
         path.unlink()
     assert result.code == 1
     assert "the job asks for boot type 'bootm' but device type 'arm64-uboot' supports booti" in result.err
+
+
+# ---------------------------------------------------------------- the lab: two boards, two workers
+
+
+@pytest.fixture
+def board_lab(lab):
+    """A lab on a private Redis whose board workers drive emulated ARM boards (lab_helpers)."""
+    from lab_helpers import Lab as LabWorkers, RedisServer, make_tempdir, remove_tree
+
+    base = make_tempdir("uboot-lab-")
+    redis = RedisServer(base).start()
+    workers = LabWorkers(redis, base, extra_env=lab.env)
+    saved = {key: os.environ.get(key) for key in workers.env if key.startswith("LAVA_DISPATCH_")}
+    workers.apply_env()
+    yield workers
+    workers.stop_all()
+    redis.kill()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    remove_tree(base)
+
+
+@pytest.mark.qemu
+@pytest.mark.lab
+def test_two_workers_boot_arm_boards_at_the_same_time(lab, board_lab, images, http_server):
+    from lab_helpers import wait_for as wait_until
+    from tasks.records import get_job
+    from tasks.scheduler import Lab as Scheduler
+
+    boards = {"arm64-lab-a": lab.device("arm64-uboot01", "arm64-lab-a"),
+              "arm64-lab-b": lab.device("arm64-uboot01", "arm64-lab-b")}
+    for name, device in boards.items():
+        board_lab.start_worker(name, device, wait=False)
+    for name in boards:
+        board_lab.wait_idle(name, 90)
+    # Each worker's prepare command started its board's QEMU, powered off and held.
+    assert len(lab.qemus()) == 2
+    base_url = http_server(images / "arm64")
+    files = {"kernel": f"{base_url}/Image", "ramdisk": f"{base_url}/initrd.cpio.gz",
+             "nfsrootfs": f"{base_url}/rootfs.tar.gz", "os": "oe", "dtb": f"{base_url}/virt.dtb"}
+    scheduler = Scheduler(board_lab.r())
+    jobs = [scheduler.submit(tftp_job(f"lab-nfs-{n}", "arm64-uboot", files, "nfs", "booti",
+                                      definition_block("nfs", NFS_STEPS))).job_id for n in range(2)]
+    final = {}
+    for job_id in jobs:
+        final[job_id] = wait_until(lambda: (rec := get_job(board_lab.r(), job_id))["state"] in
+                                   ("Complete", "Incomplete", "Canceled") and rec, 400, f"job {job_id}")
+    assert {rec["state"] for rec in final.values()} == {"Complete"}, final
+    assert {rec["board"] for rec in final.values()} == set(boards)
+    runs = [JobRun(0, "", "", board_lab.base / "jobs" / job_id) for job_id in jobs]
+    for run in runs:
+        assert run.case("root-is-nfs")["result"] == "pass"
+    directories = [logged_directories(run, "TFTP")[0] for run in runs]
+    assert len(set(directories)) == 2 and all(not Path(d).exists() for d in directories)
+    windows = []
+    for run in runs:
+        times = {r["msg"].split()[2]: r["dt"] for r in run.log if isinstance(r["msg"], str)
+                 and r["msg"].startswith(("start: 2.2.3 ", "end: 3 "))}
+        windows.append((times["bootloader-interrupt"], times["lava-test-retry"]))
+    assert max(start for start, _ in windows) < min(end for _, end in windows), windows
+    # Between jobs a held board stays powered off; the workers' destroy ends it.
+    assert len(lab.qemus()) == 2
+    board_lab.stop_all()
+    wait_for(lambda: not lab.qemus(), 20, "the boards' QEMUs to end with their workers")
+    assert lab.tftp_files() == []
