@@ -667,3 +667,30 @@ def test_two_workers_boot_arm_boards_at_the_same_time(lab, board_lab, images, ht
     board_lab.stop_all()
     wait_for(lambda: not lab.qemus(), 20, "the boards' QEMUs to end with their workers")
     assert lab.tftp_files() == []
+
+
+def test_secondary_media_boot_loads_the_files_inside_the_image():
+    """bbb-usb.yaml's second boot: kernel, dtb, partition and root UUID come from the usb deploy."""
+    from pipeline.actions.boot import BootloaderCommandOverlay
+    from pipeline.context import JobContext
+    from pipeline.device import load_device
+    from pipeline.job import parse_job
+    from pipeline.log import JobLogger
+    from pipeline.processes import ProcessRegistry
+    from pipeline.strategies import build_pipeline
+
+    job = parse_job((ROOT / "sample_jobs" / "bbb-usb.yaml").read_text())
+    device = load_device(DEVICES / "bbb01.yaml")
+    overlays = [a for a in build_pipeline(job, device).pipeline.walk() if isinstance(a, BootloaderCommandOverlay)]
+    assert [a.media is not None for a in overlays] == [False, True]
+    ctx = JobContext(job=job, device=device, logger=JobLogger([]), workdir=Path("/nonexistent"),
+                     output_dir=Path("/nonexistent"), processes=ProcessRegistry(), board_name="bbb01", job_id="7")
+    ctx.tftp_names = {"kernel": "bbb01/7-x/kernel/zImage"}
+    overlays[1].run(ctx)
+    assert ctx.bootloader_commands == [
+        "usb start",
+        "load usb 0:1 0x82000000 /boot/vmlinuz-4.4.0",
+        "load usb 0:1 0x88000000 /boot/dtbs/am335x-boneblack.dtb",
+        "setenv bootargs 'console=ttyO0,115200n8 root=UUID=159d17cc-697c-4125-95a0-a3775e1deabe rootwait'",
+        "bootz 0x82000000 - 0x88000000",
+    ]

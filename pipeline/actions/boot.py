@@ -14,7 +14,8 @@ from pipeline.actions.overlay import ApplyOverlayLocal, overlay_action, overlay_
 from pipeline.connection import ShellConnection
 from pipeline.device import Device
 from pipeline.errors import ConfigurationError, InfrastructureError, JobError
-from pipeline.job import ActionBlock, BootBase, BootMinimal, BootQemu, BootUBoot, DeployTmpfs, ProblemList
+from pipeline.job import (ActionBlock, BootBase, BootMinimal, BootQemu, BootUBoot, DeployMedia, DeployTmpfs,
+                          ProblemList)
 from pipeline.processes import run_command
 from pipeline.strategies import BuildPlan, Strategy, known_action, strategy
 
@@ -386,6 +387,10 @@ class BootloaderCommandOverlay(Action):
     description = "substitute file names and addresses into the bootloader commands"
     summary = "bootloader commands"
 
+    def __init__(self, media: DeployMedia | None = None):
+        super().__init__()
+        self.media = media  # the usb/sata deploy this boot uses: files inside its image
+
     def values(self, ctx: JobContext) -> dict[str, str]:
         params: BootUBoot = self.params
         addresses = ctx.device.parameters.get(params.type) or {}
@@ -401,13 +406,17 @@ class BootloaderCommandOverlay(Action):
             "RAMDISK": ctx.tftp_names.get("ramdisk", ""),
             "NFSROOTFS": ctx.nfs_export_path() if ctx.nfs_root else "",
         }
+        if self.media is not None:
+            # Secondary media: the bootloader loads the files from the written image.
+            values.update({"KERNEL": self.media.kernel, "DTB": self.media.dtb, "RAMDISK": self.media.ramdisk or "",
+                           "ROOT_UUID": self.media.UUID, "BOOT_PART": str(self.media.boot_part), "NFSROOTFS": ""})
         for key, value in values.items():
             if not SAFE_VALUE.match(value):
                 raise JobError(f"{key}: {value!r} cannot be put into a bootloader command (only letters, "
                                "digits and . _ / : , + = @ % ~ - are allowed: no ';', quote, space, "
                                "newline or '$')")
         ramdisk = values["RAMDISK_ADDR"] if values["RAMDISK"] else "-"
-        if values["RAMDISK"] and not ctx.uboot_ramdisk_has_header():
+        if values["RAMDISK"] and (self.media is not None or not ctx.uboot_ramdisk_has_header()):
             # A raw ramdisk needs its size; the command list sets initrd_size after loading it (as LAVA's do).
             ramdisk += ":${initrd_size}"
         dtb = values["DTB_ADDR"] if values["DTB"] else str(ctx.device.parameters.get("default_dtb", "-"))
@@ -535,6 +544,8 @@ class UBootBoot(Strategy):
         # Every attempt starts from power-on; the console is opened again only if it closed.
         retry.internal(ConnectDevice(), ResetDevice(discard_output=True), BootloaderInterrupt(), UBootCommands(),
                        *shell_steps(params))
+        deploy = last_deploy(plan)
+        media = deploy.params if deploy is not None and isinstance(deploy.params, DeployMedia) else None
         top = UBootAction(params)
-        top.internal(BootloaderCommandOverlay(), retry)
+        top.internal(BootloaderCommandOverlay(media), retry)
         return top
