@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -694,3 +695,22 @@ def test_secondary_media_boot_loads_the_files_inside_the_image():
         "setenv bootargs 'console=ttyO0,115200n8 root=UUID=159d17cc-697c-4125-95a0-a3775e1deabe rootwait'",
         "bootz 0x82000000 - 0x88000000",
     ]
+
+
+@pytest.mark.qemu
+def test_stopping_a_run_mid_boot_powers_the_board_off_and_cleans_up(lab, images):
+    """SIGTERM (as Ctrl-C) while u-boot loads the files: Canceled, the board's QEMU gone, no TFTP or NFS files."""
+    files = {"kernel": f"file://{images}/arm64/Image", "ramdisk": f"file://{images}/arm64/initrd.cpio.gz",
+             "nfsrootfs": f"file://{images}/arm64/rootfs.tar.gz", "os": "oe"}
+    job = tftp_job("stopped", "arm64-uboot", files, "nfs", "booti", definition_block("never", ["true"]))
+    process, output = lab.popen(job, lab.device("arm64-uboot01"), "stopped")
+    log = output / "output.yaml"
+    wait_for(lambda: log.exists() and "start: 2.2.4 u-boot-commands" in log.read_text(), 120, "u-boot commands")
+    assert lab.qemus()
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 3, out + err
+    run = JobRun(3, out, err, output)
+    assert run.job_result()["error_type"] == "Canceled"
+    assert any(m.startswith("power_off: qemu-board off arm64-uboot01") for m in run.messages())
+    assert_clean(lab, "arm64-uboot01")
