@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 import uuid
 from typing import Any
@@ -28,7 +29,7 @@ from tasks import config
 from tasks.app import app
 from tasks.records import RedisLogSink, append_step
 from tasks.scheduler import Lab, SubmitError, job_key
-from tasks.worker import ActiveJob, BoardRuntime, retry_redis, runtime
+from tasks.worker import ActiveJob, BoardRuntime, retry_redis, runtime, work_root_for
 
 log = logging.getLogger("lava-dispatch.jobs")
 
@@ -170,11 +171,15 @@ def setup_runner(rt: BoardRuntime, active: ActiveJob, nactions: int) -> None:
                                                                             "dispatch_error"))
     output_dir = config.output_root() / job_id
     active.sink = RedisLogSink(rt.r, job_id)
+    # The scratch space is in the board's work root, so a worker that restarts after a crash removes it.
+    active.workdir = work_root_for(rt.board) / job_id
     try:
+        active.workdir.mkdir(parents=True, exist_ok=True)
         job = parse_job(definition or "")
         runner = JobRunner(job, rt.device, output_dir=output_dir, job_id=job_id, board_name=rt.board,
                            sinks=[active.sink], cancel_requested=active.cancel.is_set,
-                           file_roots=file_roots_from_env(), processes=ProcessRegistry(pid_file=rt.pid_file))
+                           file_roots=file_roots_from_env(), processes=ProcessRegistry(pid_file=rt.pid_file),
+                           workdir=active.workdir)
     except ProblemList as exc:
         active.setup_error = JobError(f"the job cannot run on board {rt.board}: " + "; ".join(exc.problems))
     except LavaError as exc:
@@ -308,6 +313,8 @@ def finish_job(rt: BoardRuntime, job_id: str, attempt: int, active: ActiveJob | 
         error_type, error = error_obj.error_type, str(error_obj)
         if active and active.sink is not None:
             active.sink.close()  # (runner.finalize closes it: its records are in Redis before the end marker)
+    if active is not None and active.workdir is not None:
+        shutil.rmtree(active.workdir, ignore_errors=True)
     if state not in (COMPLETE, INCOMPLETE, CANCELED):
         state = INCOMPLETE
     entry = audit() if audit else None

@@ -36,10 +36,11 @@ import fcntl
 import json
 import logging
 import os
-import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -68,6 +69,22 @@ def node_name(board: str) -> str:
 
 def pid_file_for(board: str) -> Path:
     return config.state_dir() / f"{board}.pids"
+
+
+def work_root_for(board: str) -> Path:
+    """The board's scratch space: one directory per running job (downloads, overlay, the board's root)."""
+    return Path(tempfile.gettempdir()) / f"lava-dispatch-{board}"
+
+
+def clean_work_root(board: str) -> list[str]:
+    """Remove what jobs of a dead worker left in the board's scratch space; the names removed."""
+    root = work_root_for(board)
+    removed = []
+    if root.is_dir():
+        for entry in root.iterdir():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+    return removed
 
 
 def _prctl(option: int, value: int) -> bool:
@@ -217,6 +234,7 @@ class ActiveJob:
     stop_reason: str | None = None
     finalize_s: float | None = None  # time in the engine's finalize (for the audit trail)
     ran: set[int] = field(default_factory=set)  # the indexes of the actions whose step was claimed here
+    workdir: Path | None = None  # the job's scratch space (removed after finalize)
 
 
 class BoardRuntime:
@@ -249,6 +267,10 @@ class BoardRuntime:
         killed = kill_recorded_helpers(self.pid_file)
         if killed:
             log.warning("killed helpers left by a previous worker of %s: %s", self.board, ", ".join(killed))
+        removed = clean_work_root(self.board)
+        if removed:
+            log.warning("removed the scratch space of jobs a previous worker of %s left: %s", self.board,
+                        ", ".join(removed))
         answer = retry_redis("register", lambda: self.lab.register(
             self.board, self.device_text, self.device, node=self.node, pid=self.pid,
             supervisor_pid=int(os.environ.get("LAVA_DISPATCH_SUPERVISOR_PID", "0")), pid_file=str(self.pid_file)))
@@ -313,6 +335,10 @@ class BoardRuntime:
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.error("destroy: %s", exc)
         kill_recorded_helpers(self.pid_file)
+        try:
+            work_root_for(self.board).rmdir()  # only if empty
+        except OSError:
+            pass
 
     # -- threads
 
@@ -585,6 +611,7 @@ class Supervisor:
         """The worker is gone: no helper of its board may survive it, nor its job stay Running."""
         killed = kill_recorded_helpers(self.pid_file)
         orphans = kill_orphans()
+        clean_work_root(self.board)
         if killed or orphans:
             print(f"lava-dispatch worker: killed helpers left by worker pid {pid}: "
                   f"{', '.join(killed) or ''} {orphans or ''}".rstrip(), file=sys.stderr)

@@ -118,6 +118,9 @@ class Lab:
         self.env.update({"LAVA_DISPATCH_REDIS_URL": redis.url, "LAVA_DISPATCH_OUTPUT_ROOT": str(base / "jobs"),
                          "LAVA_DISPATCH_STATE_DIR": str(base / "state"), "LAVA_DISPATCH_LEASE_SECONDS": str(lease),
                          "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
+        # The workers' scratch space (TMPDIR) is inside the lab's directory, removed with it.
+        (base / "tmp").mkdir(exist_ok=True)
+        self.env["TMPDIR"] = str(base / "tmp")
         self.env.update(extra_env or {})
 
     def apply_env(self) -> None:

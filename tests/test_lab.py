@@ -177,6 +177,7 @@ def test_kill_9_of_a_board_worker(lab):
     wait_for(lambda: processes_mentioning(victim) == [], 10, "the killed job's helpers to be gone")
     # the supervisor restarted the worker: the board is idle again and takes the next job
     lab.wait_idle("kil1", 30)
+    assert not (lab.base / "tmp" / "lava-dispatch-kil1" / victim).exists(), "its scratch space is removed"
     assert lab.child_pid("kil1") != child
     nxt = sched.submit(local_job("next")).job_id
     assert wait_final(lab, nxt, 30)["state"] == "Complete"

@@ -104,6 +104,7 @@ def test_kill_9_of_a_qemu_board_worker_mid_boot(lab, images):
     assert f"qkill@{os.uname()[1]}" in rec["error"] and str(child) in rec["error"] and "worker lost" in rec["error"]
     wait_for(lambda: not qemu_of(victim), 10, "no QEMU of the killed job")
     lab.wait_idle("qkill", 60)
+    assert not (lab.base / "tmp" / "lava-dispatch-qkill" / victim).exists()  # its downloads are gone
     ran = assert_each_step_ran_once(lab, victim)
     assert [s["name"] for s in ran] == ["start", "deployimages"]  # boot never finished nor ran again
     nxt = sched.submit(kvm_job(images, "after")).job_id
