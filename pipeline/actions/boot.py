@@ -276,9 +276,9 @@ class ConnectDevice(Action):
         if not command:
             raise ConfigurationError("the device has no commands.connect")
         ctx.board_root().mkdir(parents=True, exist_ok=True)
+        command = ctx.device_command(command)
         ctx.logger.info(f"connect: {command}")
-        ctx.connection = ShellConnection(["/bin/sh", "-c", ctx.device_command(command)], ctx, "console",
-                                         cwd=str(ctx.board_root()))
+        ctx.connection = ShellConnection(["/bin/sh", "-c", command], ctx, "console", cwd=str(ctx.board_root()))
 
 
 @known_action

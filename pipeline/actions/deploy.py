@@ -188,7 +188,7 @@ def job_directory(root: Path, ctx: JobContext) -> Path:
     return path
 
 
-def remove_job_directory(path: Path | None, root: Path) -> None:
+def remove_job_directory(path: Path | None) -> None:
     if path is None or not path.exists():
         return
     shutil.rmtree(path, ignore_errors=True)
@@ -210,7 +210,7 @@ class PrepareTftpDir(Action):
 
     def cleanup(self, ctx: JobContext) -> None:
         if ctx.tftp_dir is not None:
-            remove_job_directory(ctx.tftp_dir, tftp_root(ctx.device))
+            remove_job_directory(ctx.tftp_dir)
             ctx.logger.debug(f"removed the TFTP directory {ctx.tftp_dir}")
 
 
@@ -268,7 +268,7 @@ class ExtractNfsRootfs(Action):
 
     def cleanup(self, ctx: JobContext) -> None:
         if ctx.nfs_root is not None:
-            remove_job_directory(ctx.nfs_root, nfs_export_root(ctx.device))
+            remove_job_directory(ctx.nfs_root)
             ctx.logger.debug(f"removed the NFS root {ctx.nfs_root}")
 
 
