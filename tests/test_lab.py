@@ -446,15 +446,23 @@ def test_flower_shows_every_task_of_a_job(lab):
         def api(path):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
                 return json.loads(answer.read())
-        wait_for(lambda: api("/api/tasks") is not None, 30, "Flower's API")
+        wait_for(lambda: api("/api/tasks") is not None, 60, "Flower's API")
         lab.start_worker("fl1")
-        job_id = scheduler(lab).submit(local_job("seen-by-flower")).job_id
+        sched = scheduler(lab)
+
+        def listening():
+            # Flower's event receiver connects after its API is up: until it sees a probe job, events are missed.
+            probe = sched.submit(local_job("probe")).job_id
+            wait_final(lab, probe, 30)
+            return any(probe in str(t.get("args")) for t in api("/api/tasks").values())
+        wait_for(listening, 60, "Flower receiving task events", interval=0.5)
+        job_id = sched.submit(local_job("seen-by-flower")).job_id
         assert wait_final(lab, job_id, 30)["state"] == "Complete"
 
         def seen():
             tasks = [t for t in api("/api/tasks").values() if job_id in str(t.get("args"))]
             return sorted((t["name"], t["state"]) for t in tasks) if len(tasks) == 4 else None
-        assert wait_for(seen, 30, "the job's tasks in Flower") == [
+        assert wait_for(seen, 60, "the job's tasks in Flower") == [
             ("tasks.action", "SUCCESS"), ("tasks.action", "SUCCESS"), ("tasks.finalize", "SUCCESS"),
             ("tasks.start", "SUCCESS")]
     finally:
