@@ -12,23 +12,30 @@ from __future__ import annotations
 
 import os
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from pipeline.errors import JobError
 
 
 def check_members(archive: tarfile.TarFile, what: str) -> list[tarfile.TarInfo]:
+    """Every member, or a JobError naming the first one that could write outside the target."""
     members = archive.getmembers()
     links = {PurePosixPath(m.name) for m in members if m.issym()}
+    seen: set[PurePosixPath] = set()
     for member in members:
         name = member.name
         path = PurePosixPath(name)
+        if path in links and path in seen:
+            raise JobError(f"{what}: member {name!r} appears twice and one is a symbolic link: it would be "
+                           "written through the link")
+        seen.add(path)
+        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
+            raise JobError(f"{what}: member {name!r} is a device file or another special file")
         if path.is_absolute():
             raise JobError(f"{what}: member {name!r} has an absolute path")
         if ".." in path.parts:
             raise JobError(f"{what}: member {name!r} leaves the target directory ('..')")
-        if member.isdev():
-            raise JobError(f"{what}: member {name!r} is a device file")
         if any(parent in links for parent in path.parents):
             raise JobError(f"{what}: member {name!r} would be written through a symbolic link")
         if member.issym() or member.islnk():
@@ -38,6 +45,8 @@ def check_members(archive: tarfile.TarFile, what: str) -> list[tarfile.TarInfo]:
                     raise JobError(f"{what}: link {name!r} -> {member.linkname!r} points out of the target")
             elif target.is_absolute() or _escapes(target):
                 raise JobError(f"{what}: hard link {name!r} -> {member.linkname!r} points out of the target")
+            elif target in links or any(parent in links for parent in target.parents):
+                raise JobError(f"{what}: hard link {name!r} -> {member.linkname!r} goes through a symbolic link")
     return members
 
 
@@ -64,4 +73,6 @@ def safe_extract(tarball: Path, target: Path, what: str) -> int:
             archive.extractall(target, members=members, filter="fully_trusted", numeric_owner=os.getuid() == 0)
     except tarfile.TarError as exc:
         raise JobError(f"{what}: not a readable tarball: {exc}") from None
+    except (EOFError, zlib.error, OSError) as exc:
+        raise JobError(f"{what}: the tarball cannot be unpacked: {exc}") from None
     return len(members)

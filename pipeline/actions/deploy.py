@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tarfile
 import tempfile
-import zlib
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from pipeline import nfs, overlay
 from pipeline.action import Action, RetryAction
 from pipeline.actions.overlay import overlay_action, overlay_root
-from pipeline.archive import check_members, safe_extract
+from pipeline.archive import safe_extract
 from pipeline.device import Device
 from pipeline.download import download
 from pipeline.errors import ConfigurationError, InfrastructureError, JobError
@@ -214,44 +211,9 @@ class PrepareTftpDir(Action):
             ctx.logger.debug(f"removed the TFTP directory {ctx.tftp_dir}")
 
 
-def check_rootfs_members(members: list[tarfile.TarInfo]) -> None:
-    """What check_members leaves to the extraction, refused for a root filesystem.
-
-    A symbolic link may point anywhere (it is read on the board), so the
-    extraction must never go through one on this host: no other member may
-    have the path of a link (a file would be written, a directory chmod-ed,
-    through it) and no hard link may name its target through a link (that
-    would hard-link a file of this host into the export).
-    """
-    links = {PurePosixPath(m.name) for m in members if m.issym()}
-    counts: dict[PurePosixPath, int] = {}
-    for member in members:
-        path = PurePosixPath(member.name)
-        counts[path] = counts.get(path, 0) + 1
-        if path in links and counts[path] > 1:
-            raise JobError(f"nfsrootfs: member {member.name!r} appears twice and one is a symbolic link: it "
-                           "would be written through the link")
-        if member.islnk():
-            target = PurePosixPath(member.linkname)
-            if target in links or any(parent in links for parent in target.parents):
-                raise JobError(f"nfsrootfs: hard link {member.name!r} -> {member.linkname!r} goes through a "
-                               "symbolic link")
-        if not (member.isreg() or member.isdir() or member.issym() or member.islnk()):
-            raise JobError(f"nfsrootfs: member {member.name!r} is not a file, directory or link")
-
-
 def extract_rootfs(tarball: Path, target: Path) -> int:
     """Unpack an NFS root tarball into ``target``; refuse members that would land outside."""
-    try:
-        with tarfile.open(tarball, "r:*") as archive:
-            members = check_members(archive, "nfsrootfs")
-            check_rootfs_members(members)
-            archive.extractall(target, members=members, filter="fully_trusted", numeric_owner=os.getuid() == 0)
-    except tarfile.TarError as exc:
-        raise JobError(f"nfsrootfs: not a readable tarball: {exc}") from None
-    except (EOFError, zlib.error, OSError) as exc:
-        raise JobError(f"nfsrootfs: the tarball cannot be unpacked: {exc}") from None
-    return len(members)
+    return safe_extract(tarball, target, "nfsrootfs")
 
 
 @known_action
