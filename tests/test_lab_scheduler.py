@@ -284,3 +284,14 @@ def test_status_of_a_celery_submission_not_taken_yet(lab):
     register(lab, "b1")
     known = submit(lab).job_id
     assert resolve_job_id(lab.r, known[:6]) == known
+
+
+def test_forget_only_an_offline_idle_board(lab):
+    register(lab, "b1")
+    assert lab.forget("b1") == "online"
+    job = submit(lab).job_id
+    lab.r.hset("lava:board:b1", "heartbeat", 0)
+    assert lab.forget("b1") == "busy"
+    finish(lab, job)
+    assert lab.forget("b1") == "forgotten"
+    assert lab.boards() == [] and lab.forget("b1") == "missing"
