@@ -159,6 +159,8 @@ class JobRunner:
             self.power_off()
         finally:
             ctx.processes.kill_all(log=ctx.logger.debug)
+            if ctx.multinode is not None:
+                ctx.multinode.close()
         state = self.state()
         if self.error is not None:
             ctx.add_result(TestCaseResult("lava", "job", "fail", definition="lava",

@@ -138,6 +138,11 @@ def keep_seconds() -> int:
     return int(float(os.environ.get("LAVA_DISPATCH_KEEP_DAYS", "14")) * 86400)
 
 
+def group_end_seconds() -> int:
+    """How long a multinode group's coordination keys live after its last member ended."""
+    return max(1, int(float(os.environ.get("LAVA_DISPATCH_GROUP_END_SECONDS", "60"))))
+
+
 def lease_seconds() -> float:
     return max(1.0, float(os.environ.get("LAVA_DISPATCH_LEASE_SECONDS", "15")))
 

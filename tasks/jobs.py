@@ -167,8 +167,8 @@ def setup_runner(rt: BoardRuntime, active: ActiveJob, nactions: int) -> None:
     from pipeline.runner import JobRunner
 
     job_id = active.job_id
-    definition, dispatch_error = retry_redis("read job", lambda: rt.r.hmget(job_key(job_id), "definition",
-                                                                            "dispatch_error"))
+    definition, dispatch_error, group, role, member = retry_redis(
+        "read job", lambda: rt.r.hmget(job_key(job_id), "definition", "dispatch_error", "group", "role", "member"))
     output_dir = config.output_root() / job_id
     active.sink = RedisLogSink(rt.r, job_id)
     # The scratch space is in the board's work root, so a worker that restarts after a crash removes it.
@@ -176,10 +176,12 @@ def setup_runner(rt: BoardRuntime, active: ActiveJob, nactions: int) -> None:
     try:
         active.workdir.mkdir(parents=True, exist_ok=True)
         job = parse_job(definition or "")
+        # A member of a multinode group talks to the others through the lab's coordinator.
+        multinode = rt.lab.coordinator().client(group, member) if group else None
         runner = JobRunner(job, rt.device, output_dir=output_dir, job_id=job_id, board_name=rt.board,
                            sinks=[active.sink], cancel_requested=active.cancel.is_set,
                            file_roots=file_roots_from_env(), processes=ProcessRegistry(pid_file=rt.pid_file),
-                           workdir=active.workdir)
+                           workdir=active.workdir, role=role or None, multinode=multinode)
     except ProblemList as exc:
         active.setup_error = JobError(f"the job cannot run on board {rt.board}: " + "; ".join(exc.problems))
     except LavaError as exc:
@@ -286,6 +288,14 @@ def finalize(self, job_id: str, board: str, attempt: int, nactions: int) -> dict
     return {"step": step, "outcome": outcome, "state": final}
 
 
+def end_group_quietly(rt: BoardRuntime, job_id: str) -> None:
+    """The last member of a multinode group to end closes the group's coordination."""
+    try:
+        rt.lab.end_group_of(job_id)
+    except Exception as exc:  # noqa: BLE001 - the group's keys still expire with their safety TTL
+        log.warning("job %s: could not end its group: %s", job_id, exc)
+
+
 def finish_job(rt: BoardRuntime, job_id: str, attempt: int, active: ActiveJob | None, reason: str | None,
                audit: Any = None) -> str:
     """Finalize the engine (if any), store the end, free the board and send the next queued job's chain."""
@@ -323,6 +333,7 @@ def finish_job(rt: BoardRuntime, job_id: str, attempt: int, active: ActiveJob | 
                                                                  durations, results, entry, token=token))
     if rt.active is active:
         rt.active = None
+    end_group_quietly(rt, job_id)
     if placed and not rt.stopping:
         try:
             rt.lab.dispatch(placed)

@@ -70,6 +70,21 @@ def _print_records(records, verbose: bool, raw: bool, stream=None) -> None:
         sink(record)
 
 
+def _targets(lab, text: str) -> tuple[str | None, list[str]]:
+    """(group id or None, job ids): a multinode group's id stands for all its sub-jobs."""
+    from tasks.records import resolve_job_id
+
+    members = lab.group_members(text)
+    if members:
+        return text, list(members)
+    return None, [resolve_job_id(lab.r, text)]
+
+
+def _worst_exit(states: list[str]) -> int:
+    codes = [STATE_EXIT.get(state, EXIT_INCOMPLETE) for state in states]
+    return EXIT_INCOMPLETE if EXIT_INCOMPLETE in codes else max(codes, default=EXIT_OK)
+
+
 def _final_state(lab, job_id: str) -> str:
     """Wait for the end of the job: a blocking read of its log stream up to the end marker."""
     from tasks.records import read_log
@@ -84,29 +99,36 @@ def _final_state(lab, job_id: str) -> str:
 @_lab_errors
 def cmd_submit(args: argparse.Namespace) -> int:
     from tasks.cli import read_file
-    from tasks.records import read_log
+    from tasks.records import read_logs
 
     text = read_file(args.job, "job")
     lab = _lab()
     submitted = lab.submit(text, priority=args.priority, queue_anyway=args.queue_anyway,
                            submitter=f"{getpass.getuser()}@{socket.gethostname()}")
     print(submitted.job_id, flush=True)
-    if submitted.board:
+    if submitted.members:
+        placed = {a.job: a.board for a in submitted.assignments}
+        for job_id in submitted.members:
+            where = f"on board {placed[job_id]}" if job_id in placed else "queued"
+            print(f"group member {job_id} {where}", file=sys.stderr)
+    elif submitted.board:
         print(f"scheduled on board {submitted.board}", file=sys.stderr)
     else:
         print("queued: no idle board of this type now; the first one free takes it", file=sys.stderr)
     if not (args.wait or args.follow):
         return EXIT_OK
+    jobs = submitted.members or [submitted.job_id]
     if args.follow:
-        _print_records(read_log(lab.r, submitted.job_id, follow=True), args.verbose, False, sys.stderr)
-    state = _final_state(lab, submitted.job_id)
-    print(f"job {submitted.job_id}: {state}")
-    return STATE_EXIT.get(state, EXIT_INCOMPLETE)
+        _print_records(read_logs(lab.r, jobs, follow=True), args.verbose, False, sys.stderr)
+    states = [_final_state(lab, job_id) for job_id in jobs]
+    for job_id, state in zip(jobs, states):
+        print(f"job {job_id}: {state}")
+    return _worst_exit(states)
 
 
 @_lab_errors
 def cmd_status(args: argparse.Namespace) -> int:
-    from tasks.records import get_job, iso, resolve_job_id, status_view
+    from tasks.records import get_job, iso, status_view
 
     lab = _lab()
     lab.reap()
@@ -121,32 +143,42 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"{job_id:36}  {state:10}  {board or '-':14}  {device_type or '-':14}  "
                   f"{iso(submitted) or '-':24}  {name or ''}")
         return EXIT_OK
-    job_id = resolve_job_id(lab.r, args.job)
-    view = status_view(get_job(lab.r, job_id))
-    print(yaml.safe_dump(view, sort_keys=False, width=120), end="")
+    group, jobs = _targets(lab, args.job)
+    views = [status_view(get_job(lab.r, job_id)) for job_id in jobs]
+    if group:
+        states = {view["state"] for view in views}
+        state = next((s for s in ("Running", "Canceling", "Scheduled", "Submitted", "Incomplete", "Canceled")
+                      if s in states), "Complete")
+        print(yaml.safe_dump({"group": group, "state": state, "members": views}, sort_keys=False, width=120),
+              end="")
+    else:
+        print(yaml.safe_dump(views[0], sort_keys=False, width=120), end="")
     return EXIT_OK
 
 
 @_lab_errors
 def cmd_logs(args: argparse.Namespace) -> int:
-    from tasks.records import read_log, resolve_job_id
+    from tasks.records import read_logs
 
     lab = _lab()
-    job_id = resolve_job_id(lab.r, args.job)
-    _print_records(read_log(lab.r, job_id, follow=args.follow), args.verbose, args.yaml)
+    _, jobs = _targets(lab, args.job)
+    _print_records(read_logs(lab.r, jobs, follow=args.follow), args.verbose, args.yaml)
     return EXIT_OK
 
 
 @_lab_errors
 def cmd_results(args: argparse.Namespace) -> int:
     from pipeline.results import junit_xml
-    from tasks.records import get_job, job_results, resolve_job_id
+    from tasks.records import get_job, job_results
 
     lab = _lab()
-    job_id = resolve_job_id(lab.r, args.job)
-    results = job_results(lab.r, job_id)
+    group, jobs = _targets(lab, args.job)
+    results = []
+    for job_id in jobs:
+        member = get_job(lab.r, job_id).get("member")
+        results += [{**result, "member": member} if group else result for result in job_results(lab.r, job_id)]
     if args.format == "junit":
-        print(junit_xml(results, get_job(lab.r, job_id).get("name") or job_id), end="")
+        print(junit_xml(results, get_job(lab.r, jobs[0]).get("name") or jobs[0]), end="")
     else:
         print(yaml.safe_dump(results, sort_keys=False, width=120), end="")
     return EXIT_OK
@@ -154,11 +186,14 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 @_lab_errors
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from tasks.records import resolve_job_id
-
     lab = _lab()
-    job_id = resolve_job_id(lab.r, args.job)
+    group, jobs = _targets(lab, args.job)
+    job_id = jobs[0]  # canceling one member cancels its whole group
     state, board = lab.cancel(job_id)
+    if group:
+        states = [_final_state(lab, j) for j in jobs] if args.wait else []
+        print(f"group {group}: {state if not states else ', '.join(states)}")
+        return EXIT_OK
     if state == "Canceling":
         print(f"job {job_id}: canceling on board {board}")
         if args.wait:

@@ -248,3 +248,46 @@ def read_log(r: Any, job_id: str, follow: bool = False, block_ms: int = 1000,
             if state is None or state in FINAL_STATES:
                 if not r.xread({key: last}, count=1):
                     return
+
+
+def read_logs(r: Any, job_ids: list[str], follow: bool = False, block_ms: int = 1000) -> Iterator[dict[str, Any]]:
+    """The logs of several jobs (a multinode group), each line marked with its member.
+
+    Following reads every stream in one blocking XREAD until each job has ended.
+    """
+    if len(job_ids) == 1:
+        yield from read_log(r, job_ids[0], follow=follow, block_ms=block_ms)
+        return
+    member_of = {log_key(job_id): r.hget(job_key(job_id), "member") or job_id for job_id in job_ids}
+    last = {log_key(job_id): "0-0" for job_id in job_ids}
+    while last:
+        if follow:
+            answer = r.xread(dict(last), count=500, block=block_ms)
+        else:
+            answer = [(key, r.xrange(key, min=f"({last[key]}" if last[key] != "0-0" else "-", count=1000))
+                      for key in list(last)]
+        progressed = False
+        for key, entries in answer or []:
+            for entry_id, fields in entries:
+                progressed = True
+                last[key] = entry_id
+                if "end" in fields:
+                    del last[key]
+                    break
+                try:
+                    record = json.loads(fields["r"])
+                except (KeyError, ValueError):
+                    continue
+                if isinstance(record.get("msg"), str):
+                    record["msg"] = f"[{member_of[key]}] {record['msg']}"
+                record["member"] = member_of[key]
+                yield record
+        if progressed:
+            continue
+        if not follow:
+            return
+        # A job can end without its end marker (its key expired): drop streams of ended jobs.
+        for key in list(last):
+            state = r.hget(job_key(key.removeprefix(PREFIX + "job:").removesuffix(":log")), "state")
+            if (state is None or state in FINAL_STATES) and not r.xread({key: last[key]}, count=1):
+                del last[key]

@@ -66,6 +66,10 @@ def job_key(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 
 
+def group_key(group_id: str) -> str:
+    return f"{PREFIX}group:{group_id}"
+
+
 def board_key(board: str) -> str:
     return f"{PREFIX}board:{board}"
 
@@ -107,9 +111,9 @@ end
 -- The needs of a queued request, or nil when it should leave the queues.
 local function request_needs(req)
   if string.sub(req, 1, 6) == 'group:' then
-    local raw = redis.call('HGET', P .. req, 'needs')
-    if not raw then return nil end
-    return cjson.decode(raw)
+    local g = redis.call('HMGET', P .. req, 'state', 'needs')
+    if g[1] ~= 'Submitted' or not g[2] then return nil end
+    return cjson.decode(g[2])
   end
   local st = redis.call('HMGET', jk(req), 'state', 'needs')
   if st[1] ~= 'Submitted' or not st[2] then return nil end
@@ -160,6 +164,7 @@ local function commit(req, needs, picked)
     out[#out + 1] = {j, b, attempt}
   end
   unqueue(req, needs)
+  if string.sub(req, 1, 6) == 'group:' then redis.call('HSET', P .. req, 'state', 'Scheduled') end
   return out
 end
 
@@ -266,6 +271,42 @@ LUA_SUBMIT = r"""
   return {'queued', {}}
 """
 
+# A: group, group fields (JSON), needs (JSON: one need per member job), priority, queue_anyway,
+#    member job fields (JSON: job -> fields)
+LUA_SUBMIT_GROUP = r"""
+  local g, needs = A[1], cjson.decode(A[3])
+  local gk = P .. 'group:' .. g
+  if redis.call('EXISTS', gk) == 1 then return {'exists', redis.call('HGET', gk, 'state') or ''} end
+  if A[5] ~= '1' then
+    for _, need in ipairs(needs) do
+      if redis.call('SCARD', P .. 'type:' .. need.device_type .. ':boards') == 0 then
+        return {'noboard', need.device_type}
+      end
+    end
+  end
+  local score = fmt((100 - tonumber(A[4])) * 1e13 + NOW)
+  local flat = {}
+  for key, value in pairs(cjson.decode(A[2])) do flat[#flat + 1] = key; flat[#flat + 1] = tostring(value) end
+  redis.call('HSET', gk, 'state', 'Submitted', 'submitted', fmt(NOW), 'needs', A[3], 'score', score,
+             'priority', A[4], unpack(flat))
+  local members = cjson.decode(A[6])
+  for _, need in ipairs(needs) do
+    local mf = {}
+    for key, value in pairs(members[need.job]) do mf[#mf + 1] = key; mf[#mf + 1] = tostring(value) end
+    redis.call('HSET', jk(need.job), 'state', 'Submitted', 'submitted', fmt(NOW), 'attempt', 0, 'laststep', -1,
+               'needs', cjson.encode({need}), 'score', score, 'priority', A[4], 'group', g, unpack(mf))
+    redis.call('ZADD', P .. 'jobs', fmt(NOW), need.job)
+  end
+  local req = 'group:' .. g
+  local picked = try_place(needs, nil)
+  if picked then
+    redis.call('HSET', gk, 'state', 'Scheduled')
+    return {'scheduled', commit(req, needs, picked)}
+  end
+  enqueue(req, needs, score)
+  return {'queued', {}}
+"""
+
 # A: job, board, attempt, step, action name, node, pid, host
 LUA_CLAIM = r"""
   local k = jk(A[1])
@@ -329,22 +370,36 @@ LUA_REDISPATCH = r"""
   return {'ok', attempt}
 """
 
-# A: job
+# A: job  -- a member of a group cancels the whole group
 LUA_CANCEL = r"""
-  local j = A[1]
-  local st = redis.call('HMGET', jk(j), 'state', 'board', 'needs')
-  if not st[1] then return {'missing', ''} end
-  if st[1] == 'Submitted' then
-    unqueue(j, cjson.decode(st[3]))
-    end_job(j, 'Canceled', 'Canceled', 'canceled while queued')
-    return {'Canceled', ''}
+  local function cancel_one(j)
+    local st = redis.call('HMGET', jk(j), 'state', 'board', 'needs', 'group')
+    if not st[1] then return {'missing', ''} end
+    if st[1] == 'Submitted' then
+      if st[4] then
+        unqueue('group:' .. st[4], cjson.decode(redis.call('HGET', P .. 'group:' .. st[4], 'needs') or '[]'))
+        redis.call('HSET', P .. 'group:' .. st[4], 'state', 'Canceled')
+      else
+        unqueue(j, cjson.decode(st[3]))
+      end
+      end_job(j, 'Canceled', 'Canceled', 'canceled while queued')
+      return {'Canceled', ''}
+    end
+    if ACTIVE[st[1]] then
+      redis.call('HSET', jk(j), 'state', 'Canceling', 'cancel_requested', fmt(NOW))
+      redis.call('PUBLISH', bk(st[2]) .. ':control', j)
+      return {'Canceling', st[2]}
+    end
+    return {st[1], st[2] or ''}
   end
-  if ACTIVE[st[1]] then
-    redis.call('HSET', jk(j), 'state', 'Canceling', 'cancel_requested', fmt(NOW))
-    redis.call('PUBLISH', bk(st[2]) .. ':control', j)
-    return {'Canceling', st[2]}
+  local group = redis.call('HGET', jk(A[1]), 'group')
+  if not group then return cancel_one(A[1]) end
+  local answer = nil
+  for _, need in ipairs(cjson.decode(redis.call('HGET', P .. 'group:' .. group, 'needs') or '[]')) do
+    local one = cancel_one(need.job)
+    if need.job == A[1] then answer = one end
   end
-  return {st[1], st[2] or ''}
+  return answer or {'missing', ''}
 """
 
 # A: board, node, job the worker runs ('' if none)
@@ -389,13 +444,13 @@ LUA_REAP = r"""
   local lost, placed = {}, {}
   for _, j in ipairs(redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', NOW, 'LIMIT', 0, 50)) do
     redis.call('ZREM', P .. 'leases', j)
-    local st = redis.call('HMGET', jk(j), 'state', 'board', 'laststep', 'score', 'needs', 'current')
+    local st = redis.call('HMGET', jk(j), 'state', 'board', 'laststep', 'score', 'needs', 'current', 'group')
     if ACTIVE[st[1]] then
       local b = st[2] or ''
       local bi = redis.call('HMGET', bk(b), 'node', 'host', 'pid', 'pid_file', 'boot_id', 'job')
       if bi[6] == j then redis.call('HSET', bk(b), 'job', '') end
       unavailable(b)
-      if st[1] == 'Scheduled' and tonumber(st[3]) < 0 then
+      if st[1] == 'Scheduled' and tonumber(st[3]) < 0 and not st[7] then
         -- it never started: back to the queue, and onto another board if one is idle
         redis.call('HSET', jk(j), 'state', 'Submitted', 'board', '')
         local needs = cjson.decode(st[5])
@@ -465,8 +520,8 @@ LUA_STOP = r"""
   local placed = {}
   local j = redis.call('HGET', k, 'job')
   if j and j ~= '' then
-    local st = redis.call('HMGET', jk(j), 'state', 'board', 'laststep', 'score', 'needs')
-    if st[2] == b and st[1] == 'Scheduled' and tonumber(st[3]) < 0 then
+    local st = redis.call('HMGET', jk(j), 'state', 'board', 'laststep', 'score', 'needs', 'group')
+    if st[2] == b and st[1] == 'Scheduled' and tonumber(st[3]) < 0 and not st[6] then
       redis.call('HSET', k, 'job', '')
       redis.call('ZREM', P .. 'leases', j)
       redis.call('HSET', jk(j), 'state', 'Submitted', 'board', '')
@@ -493,7 +548,7 @@ LUA_FORGET = r"""
   return {'forgotten'}
 """
 
-SCRIPTS = {"submit": LUA_SUBMIT, "claim": LUA_CLAIM, "finish": LUA_FINISH, "lose": LUA_LOSE,
+SCRIPTS = {"submit": LUA_SUBMIT, "submit_group": LUA_SUBMIT_GROUP, "claim": LUA_CLAIM, "finish": LUA_FINISH, "lose": LUA_LOSE,
            "redispatch": LUA_REDISPATCH, "cancel": LUA_CANCEL, "heartbeat": LUA_HEARTBEAT, "reap": LUA_REAP,
            "register": LUA_REGISTER, "release": LUA_RELEASE, "stop": LUA_STOP, "forget": LUA_FORGET}
 
@@ -520,10 +575,11 @@ class Assignment:
 
 @dataclass
 class Submitted:
-    job_id: str
+    job_id: str  # a multinode submission: the group id
     state: str  # Scheduled or Submitted (queued)
     board: str | None = None
     assignments: list[Assignment] = field(default_factory=list)
+    members: list[str] = field(default_factory=list)  # a group's sub-job ids
 
 
 @dataclass
@@ -566,6 +622,7 @@ class Lab:
         self.keep_s = config.keep_seconds()
         self._scripts = {name: self.r.register_script(LUA_COMMON + body + LUA_TAIL) for name, body in SCRIPTS.items()}
         self._devices: dict[str, Device] = {}
+        self._coordinator: Any = None
 
     # -- plumbing
 
@@ -599,7 +656,7 @@ class Lab:
 
     # -- submitting
 
-    def validate_for_type(self, job: Job, device_type: str) -> list[str]:
+    def validate_for_type(self, job: Job, device_type: str, role: str | None = None) -> list[str]:
         """Build the job's pipeline on each distinct device config of the type's boards; the problems found."""
         from pipeline.job import ProblemList
         from pipeline.strategies import build_pipeline
@@ -616,7 +673,7 @@ class Lab:
             seen.add(sha)
             try:
                 device = self.board_device(board)
-                build_pipeline(job, device)
+                build_pipeline(job, device, role)
             except ProblemList as exc:
                 problems += [f"{p} (on board {board})" if len(seen) > 1 else p for p in exc.problems]
         return problems
@@ -630,7 +687,8 @@ class Lab:
         self.reap()
         job = job or parse_job(text)
         if job.multinode:
-            raise SubmitError("multinode jobs are not scheduled by the lab yet: submit each role's job on its own")
+            return self.submit_group(text, job, priority=priority, queue_anyway=queue_anyway, group_id=job_id,
+                                     submitter=submitter, dispatch=dispatch)
         device_type = job.header.device_type or ""
         problems = self.validate_for_type(job, device_type)
         if problems:
@@ -656,12 +714,89 @@ class Lab:
         board = next((a.board for a in assignments if a.job == job_id), None)
         return Submitted(job_id, "Scheduled" if board else "Submitted", board, assignments)
 
+    def submit_group(self, text: str, job: Job, *, priority: str | int | None, queue_anyway: bool,
+                     group_id: str | None, submitter: str, dispatch: bool) -> Submitted:
+        """A multinode job: one sub-job per member (role x count), placed all together or queued together.
+
+        Every board of the group is reserved in one script before any sub-job
+        starts, so two groups can never each hold half of the boards they need.
+        """
+        from pipeline.job import ProblemList
+        from pipeline.multinode_local import members_of
+
+        roles = job.multinode.roles
+        problems = []
+        for role, spec in roles.items():
+            problems += [f"{p} (role {role})" for p in self.validate_for_type(job, spec.device_type, role)]
+        if problems:
+            raise ProblemList(problems)
+        group_id = group_id or str(uuid.uuid4())
+        prio = priority_value(priority)
+        if prio is None:
+            prio = job.header.priority
+        members = members_of(job)
+        needs, fields = [], {}
+        for member, role in members.items():
+            sub_job = f"{group_id}-{member}"
+            spec = roles[role]
+            needs.append({"job": sub_job, "device_type": spec.device_type, "tags": list(spec.tags)})
+            fields[sub_job] = {"id": sub_job, "name": f"{job.name} [{member}]", "device_type": spec.device_type,
+                               "tags": json.dumps(spec.tags), "definition": text, "submitter": submitter,
+                               "timeout": job.header.timeouts.job, "role": role, "member": member}
+        group_fields = {"id": group_id, "name": job.name, "submitter": submitter,
+                        "members": json.dumps({f"{group_id}-{m}": r for m, r in members.items()})}
+        self.coordinator().create_group(group_id, members)
+        answer = self.call("submit_group", group_id, json.dumps(group_fields), json.dumps(needs), prio,
+                           int(queue_anyway), json.dumps(fields))
+        if answer[0] == "exists":
+            raise SubmitError(f"a group with id {group_id} already exists")
+        if answer[0] == "noboard":
+            self.coordinator().end_group(group_id)
+            raise SubmitError(f"no board of device type {answer[1]!r} is registered in this lab "
+                              "(`lava-dispatch devices` lists the boards); submit with --queue-anyway to queue "
+                              "the group until one registers")
+        assignments = Assignment.many(answer[1])
+        if dispatch and assignments:
+            self.dispatch(assignments, jobs={a.job: job for a in assignments})
+        return Submitted(group_id, "Scheduled" if assignments else "Submitted", None, assignments,
+                         members=[need["job"] for need in needs])
+
+    def coordinator(self) -> Any:
+        """The Multinode coordinator of this lab (the same Redis)."""
+        from coordinator import RedisCoordinator
+
+        if self._coordinator is None:
+            self._coordinator = RedisCoordinator(self.url, group_ttl=max(self.keep_s, 3600),
+                                                 end_ttl=config.group_end_seconds())
+        return self._coordinator
+
+    def group_members(self, group_id: str) -> dict[str, str]:
+        """sub-job id -> member name of a group ({} if ``group_id`` is not a group)."""
+        raw = self.r.hget(group_key(group_id), "members")
+        return json.loads(raw) if raw else {}
+
+    def end_group_of(self, job_id: str) -> None:
+        group = self.r.hget(job_key(job_id), "group")
+        if group:
+            self.end_group_if_done(group)
+
+    def end_group_if_done(self, group_id: str) -> bool:
+        """Once every sub-job of a group has ended, end its coordinator group (its keys then expire)."""
+        members = self.group_members(group_id)
+        states = [self.r.hget(job_key(job), "state") for job in members]
+        if not members or any(state not in FINAL_STATES for state in states):
+            return False
+        self.coordinator().end_group(group_id)
+        self.r.hset(group_key(group_id), "state", "Ended")
+        self.r.expire(group_key(group_id), self.keep_s)
+        return True
+
     # -- chains
 
-    def pipeline_names(self, job: Job, board: str) -> list[str]:
+    def pipeline_names(self, job: Job, board: str, role: str | None = None) -> list[str]:
         from pipeline.strategies import build_pipeline
 
-        return [a.name for a in build_pipeline(job, self.board_device(board)).pipeline.actions]
+        return [a.name for a in build_pipeline(job, self.board_device(board), role).pipeline.actions]
 
     def dispatch(self, assignments: Iterable[Assignment], jobs: dict[str, Job] | None = None,
                  first_step: int = 0) -> None:
@@ -671,9 +806,10 @@ class Lab:
         for a in assignments:
             job = (jobs or {}).get(a.job)
             try:
+                definition, role = self.r.hmget(job_key(a.job), "definition", "role")
                 if job is None:
-                    job = parse_job(self.r.hget(job_key(a.job), "definition") or "")
-                names = self.pipeline_names(job, a.board)
+                    job = parse_job(definition or "")
+                names = self.pipeline_names(job, a.board, role or None)
             except (ProblemList, SubmitError) as exc:
                 # The board's device cannot run it after all (its config changed): the chain's start reports it.
                 names = []
@@ -716,7 +852,9 @@ class Lab:
     def lose(self, job: str, board: str, reason: str, only_started: bool = True,
              error_type: str = "Infrastructure", token: str | None = None) -> str:
         """End an active job of ``board`` whose worker is gone (Incomplete, or Canceled if it was canceling)."""
-        return self.call("lose", job, board, reason, int(only_started), error_type, token=token)[0]
+        state = self.call("lose", job, board, reason, int(only_started), error_type, token=token)[0]
+        self.end_group_of(job)
+        return state
 
     def redispatch(self, job: str, board: str, token: str | None = None) -> int | None:
         kind, attempt = self.call("redispatch", job, board, token=token)
@@ -743,6 +881,7 @@ class Lab:
         for item in lost:
             if on_lost:
                 on_lost(item)
+            self.end_group_of(item.job)
         if placed:
             self.dispatch(Assignment.many(placed))
         return lost

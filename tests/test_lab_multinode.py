@@ -1,0 +1,205 @@
+"""Multinode in the lab: groups of sub-jobs on board workers, coordinated through Redis.
+
+Boards are local-shell boards (sample_jobs/devices/local01.yaml under
+several names) unless the test says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lab_helpers import ROOT, Lab, RedisServer, make_tempdir, processes_mentioning, remove_tree, wait_for
+
+pytestmark = pytest.mark.lab
+
+FINAL = ("Complete", "Incomplete", "Canceled")
+
+
+@pytest.fixture
+def lab():
+    base = make_tempdir("lab-mn-")
+    server = RedisServer(base).start()
+    the_lab = Lab(server, base, extra_env={"LAVA_DISPATCH_GROUP_END_SECONDS": "2"})
+    saved = {k: os.environ.get(k) for k in the_lab.env if k.startswith("LAVA_DISPATCH_")}
+    the_lab.apply_env()
+    os.environ["LAVA_DISPATCH_GROUP_END_SECONDS"] = "2"
+    yield the_lab
+    the_lab.stop_all()
+    server.kill()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    remove_tree(base)
+
+
+def scheduler(lab):
+    from tasks.scheduler import Lab as Scheduler
+
+    return Scheduler(lab.r())
+
+
+def state(lab, job_id):
+    return lab.r().hget(f"lava:job:{job_id}", "state")
+
+
+def wait_group(lab, jobs, timeout):
+    wait_for(lambda: all(state(lab, job) in FINAL for job in jobs), timeout, f"group {jobs} to end")
+    return {job: lab.r().hgetall(f"lava:job:{job}") for job in jobs}
+
+
+def results(lab, job_id):
+    from tasks.records import job_results
+
+    return job_results(lab.r(), job_id)
+
+
+def group_keys(lab, group):
+    return list(lab.r().scan_iter(match=f"lava:mn:{{{group}}}*"))
+
+
+def multinode_job(roles: dict[str, int], steps: dict[str, list[str]], timeout_s: int = 120,
+                  protocol_timeout: int = 60) -> str:
+    """A multinode job on local-shell boards: each role boots and runs its own steps."""
+    import yaml
+
+    job = {
+        "job_name": "lab-multinode",
+        "timeouts": {"job": {"seconds": timeout_s}, "action": {"seconds": timeout_s}},
+        "protocols": {"lava-multinode": {
+            "roles": {role: {"device_type": "local-shell", "count": count} for role, count in roles.items()},
+            "timeout": {"seconds": protocol_timeout}}},
+        "actions": [{"boot": {"role": list(roles), "method": "minimal"}}] + [
+            {"test": {"role": [role], "definitions": [{
+                "from": "inline", "name": role, "path": f"{role}.yaml",
+                "repository": {"metadata": {"name": role}, "run": {"steps": role_steps}}}]}}
+            for role, role_steps in steps.items()],
+    }
+    return yaml.safe_dump(job, sort_keys=False)
+
+
+SERVER_CLIENT_STEPS = {
+    "server": ["lava-send ipv4 ipaddr=10.0.2.15", "lava-test-case sent --result pass"],
+    "client": ["lava-wait ipv4",
+               "lava-test-case got-address --shell grep -q ipaddr=10.0.2.15 $TMPDIR/lava_multi_node_cache.txt"],
+}
+
+
+def test_a_group_runs_on_two_boards_and_its_keys_expire(lab):
+    lab.start_worker("mna")
+    lab.start_worker("mnb")
+    sched = scheduler(lab)
+    submitted = sched.submit(multinode_job({"server": 1, "client": 1}, SERVER_CLIENT_STEPS))
+    group = submitted.job_id
+    assert len(submitted.members) == 2 and len(submitted.assignments) == 2
+    assert {a.board for a in submitted.assignments} == {"mna", "mnb"}
+    records = wait_group(lab, submitted.members, 60)
+    assert {r["state"] for r in records.values()} == {"Complete"}, records
+    by_role = {r["role"]: job for job, r in records.items()}
+    assert next(r for r in results(lab, by_role["client"]) if r["case"] == "got-address")["result"] == "pass"
+    # status, results and logs work on the group id
+    env = {**os.environ}
+    status = subprocess.run([sys.executable, "-m", "tasks.cli", "status", group], capture_output=True, text=True,
+                            env=env, cwd=ROOT)
+    assert status.returncode == 0 and "group: " + group in status.stdout and "state: Complete" in status.stdout
+    out = subprocess.run([sys.executable, "-m", "tasks.cli", "results", group], capture_output=True, text=True,
+                         env=env, cwd=ROOT)
+    assert "member: client-1" in out.stdout and "got-address" in out.stdout
+    logs = subprocess.run([sys.executable, "-m", "tasks.cli", "logs", group], capture_output=True, text=True,
+                          env=env, cwd=ROOT)
+    assert "[server-1]" in logs.stdout and "[client-1]" in logs.stdout
+    wait_for(lambda: not group_keys(lab, group), 20, "the group's coordination keys to expire")
+
+
+def test_fifty_barriers_and_wait_all_rounds_on_four_boards(lab):
+    for name in ("mn1", "mn2", "mn3", "mn4"):
+        lab.start_worker(name)
+    steps = []
+    for n in range(50):
+        steps += [f"lava-sync b{n}", f"lava-send r{n} from=$(lava-self)", f"lava-wait-all r{n}",
+                  f"test $(grep -c ':from=' $TMPDIR/lava_multi_node_cache.txt) -eq 3 || lava-test-case r{n} --result fail"]
+    steps.append("lava-test-case rounds --result pass")
+    submitted = scheduler(lab).submit(multinode_job({"node": 4}, {"node": steps}, timeout_s=300))
+    records = wait_group(lab, submitted.members, 240)
+    assert {r["state"] for r in records.values()} == {"Complete"}, records
+    for job in submitted.members:
+        cases = [r["case"] for r in results(lab, job) if r["suite"] != "lava"]
+        assert cases == ["rounds"], (job, cases)
+
+
+def test_a_killed_member_makes_the_others_time_out_naming_it(lab):
+    for name in ("mk1", "mk2", "mk3"):
+        lab.start_worker(name)
+    steps = {"node": ["lava-sync ready", "lava-test-case waiting --shell sleep 3", "lava-sync done"]}
+    submitted = scheduler(lab).submit(multinode_job({"node": 3}, steps, protocol_timeout=25))
+    group = submitted.job_id
+    victim_job = next(a.job for a in submitted.assignments if a.board == "mk1")
+    wait_for(lambda: "waiting" in "".join(str(r) for r in lab.r().xrange(f"lava:job:{victim_job}:log")), 60,
+             "the victim's test to be running")
+    os.kill(lab.child_pid("mk1"), signal.SIGKILL)
+    started = time.monotonic()
+    records = wait_group(lab, submitted.members, 90)
+    assert time.monotonic() - started < 80
+    assert records[victim_job]["state"] == "Incomplete" and "worker lost" in records[victim_job]["error"]
+    member = records[victim_job]["member"]
+    for job, record in records.items():
+        if job != victim_job:
+            assert record["state"] == "Incomplete", record
+            assert "lava-sync 'done': timeout" in record["error"] and member in record["error"], record["error"]
+    wait_for(lambda: processes_mentioning(victim_job) == [], 15, "the victim's helpers to be gone")
+    wait_for(lambda: not group_keys(lab, group), 20, "the group's coordination keys to expire")
+
+
+def test_two_groups_needing_both_boards_both_finish(lab):
+    lab.start_worker("dl1")
+    lab.start_worker("dl2")
+    sched = scheduler(lab)
+    job = multinode_job({"a": 1, "b": 1}, {"a": ["lava-sync x", "lava-test-case a --result pass"],
+                                           "b": ["lava-sync x", "lava-test-case b --result pass"]})
+    first = sched.submit(job)
+    second = sched.submit(job)
+    assert len(first.assignments) == 2 and second.assignments == []  # all or nothing: the second waits whole
+    records = wait_group(lab, first.members + second.members, 120)
+    assert {r["state"] for r in records.values()} == {"Complete"}, records
+    first_end = max(float(records[j]["ended"]) for j in first.members)
+    second_start = min(float(records[j]["started"]) for j in second.members)
+    assert second_start >= first_end - 1
+
+
+def test_canceling_one_member_cancels_the_group(lab):
+    lab.start_worker("cx1")
+    lab.start_worker("cx2")
+    submitted = scheduler(lab).submit(multinode_job({"node": 2}, {"node": ["lava-sync s", "echo SLEEPING-NOW", "sleep 120"]}))
+    wait_for(lambda: all(state(lab, j) == "Running" for j in submitted.members), 60, "the group to run")
+    wait_for(lambda: all("SLEEPING-NOW" in "".join(str(x) for x in lab.r().xrange(f"lava:job:{j}:log"))
+                         for j in submitted.members), 60, "the test to be running")
+    result = subprocess.run([sys.executable, "-m", "tasks.cli", "cancel", submitted.members[0]],
+                            capture_output=True, text=True, env=os.environ, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    started = time.monotonic()
+    records = wait_group(lab, submitted.members, 30)
+    assert time.monotonic() - started < 10
+    assert {r["state"] for r in records.values()} == {"Canceled"}
+
+
+def test_a_queued_group_waits_for_all_its_boards_without_holding_one(lab):
+    lab.start_worker("q1")
+    sched = scheduler(lab)
+    busy = sched.submit(multinode_job({"solo": 1}, {"solo": ["sleep 3"]}))
+    pair = sched.submit(multinode_job({"a": 1, "b": 1}, {"a": ["true"], "b": ["true"]}), queue_anyway=True)
+    assert pair.assignments == []
+    wait_group(lab, busy.members, 60)
+    lab.wait_idle("q1", 30)  # freed: the pair still cannot be placed on one board, so it holds none
+    assert lab.board("q1")["job"] == ""
+    lab.start_worker("q2")
+    records = wait_group(lab, pair.members, 60)
+    assert {r["state"] for r in records.values()} == {"Complete"}
+    assert json.loads(lab.r().hget(f"lava:group:{pair.job_id}", "members"))
