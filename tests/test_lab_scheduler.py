@@ -208,7 +208,7 @@ def test_no_reaping_right_after_the_lab_was_unreachable(redis_server, monkeypatc
 
 
 def test_group_requests_are_placed_all_or_nothing(lab):
-    """The data model a multinode group will use: one request, several needs, no half placement."""
+    """A multinode group is one request of several needs: never placed in half."""
     register(lab, "b1")
     jobs = []
     for role in ("server", "client"):
@@ -216,7 +216,7 @@ def test_group_requests_are_placed_all_or_nothing(lab):
         lab.r.hset(f"lava:job:{job_id}", mapping={"id": job_id, "state": "Submitted", "attempt": 0, "laststep": -1})
         jobs.append(job_id)
     needs = [{"job": j, "device_type": "local-shell", "tags": []} for j in jobs]
-    lab.r.hset("lava:group:g1", mapping={"needs": json.dumps(needs)})
+    lab.r.hset("lava:group:g1", mapping={"state": "Submitted", "needs": json.dumps(needs)})
     lab.r.zadd("lava:pending", {"group:g1": 1})
     lab.r.zadd("lava:pending:local-shell", {"group:g1": 1})
     assert lab.release("b1") == []  # one idle board for two needs: the group waits, b1 stays idle
