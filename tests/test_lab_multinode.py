@@ -203,3 +203,179 @@ def test_a_queued_group_waits_for_all_its_boards_without_holding_one(lab):
     records = wait_group(lab, pair.members, 60)
     assert {r["state"] for r in records.values()} == {"Complete"}
     assert json.loads(lab.r().hget(f"lava:group:{pair.job_id}", "members"))
+
+
+def seed_server_client_job(images) -> str:
+    """The specification's lava-start example on the emulated x86_64 board."""
+    images_form = f"""
+      to: tmpfs
+      os: oe
+      images:
+        kernel:
+          url: file://{images}/x86_64/vmlinux
+          image_arg: -kernel {{kernel}} -append "console=ttyS0 panic=-1 quiet"
+        ramdisk:
+          url: file://{images}/x86_64/initrd.cpio.gz
+          image_arg: -initrd {{ramdisk}}
+          format: cpio.newc
+          overlays: {{lava: true}}"""
+    return f"""
+job_name: seed-server-client
+timeouts:
+  job: {{minutes: 10}}
+  action: {{minutes: 3}}
+protocols:
+  lava-multinode:
+    roles:
+      server: {{device_type: kvm, count: 1}}
+      client: {{device_type: kvm, count: 1}}
+    timeout: {{minutes: 5}}
+actions:
+  - deploy:
+      role: [server]{images_form}
+  - deploy:
+      role: [client]{images_form}
+      protocols:
+        lava-multinode:
+          - request: lava-start
+            expect_role: server
+            timeout: {{minutes: 5}}
+          - api: lava-wait
+            id: ipv4
+            key: ipaddr
+  - boot:
+      role: [server, client]
+      method: qemu
+      media: tmpfs
+  - test:
+      role: [server]
+      protocols:
+        lava-multinode:
+          api: lava-start
+          roles: [client]
+      definitions:
+        - from: inline
+          name: server
+          path: server.yaml
+          repository:
+            metadata: {{name: server}}
+            run:
+              steps:
+                - lava-send ipv4 ipaddr=$(ifconfig eth0 | sed -n 's/.*inet addr:\\([0-9.]*\\).*/\\1/p')
+                - lava-test-case address-sent --result pass
+  - test:
+      role: [client]
+      definitions:
+        - from: inline
+          name: client
+          path: client.yaml
+          repository:
+            metadata: {{name: client}}
+            run:
+              steps:
+                - lava-test-case address-from-deploy --shell test "$ipaddr" = 10.0.2.15
+                - lava-wait ipv4
+                - lava-test-case address-from-wait --shell grep -q ipaddr=10.0.2.15 /tmp/lava_multi_node_cache.txt
+"""
+
+
+@pytest.mark.qemu
+def test_seed_server_client_example_on_two_qemu_boards(lab, images):
+    from lab_helpers import KVM_DEVICE
+
+    lab.start_worker("qsrv", KVM_DEVICE)
+    lab.start_worker("qcli", KVM_DEVICE)
+    submitted = scheduler(lab).submit(seed_server_client_job(images))
+    records = wait_group(lab, submitted.members, 300)
+    assert {r["state"] for r in records.values()} == {"Complete"}, records
+    by_role = {r["role"]: job for job, r in records.items()}
+    client = {r["case"]: r["result"] for r in results(lab, by_role["client"])}
+    assert client["address-from-deploy"] == "pass" and client["address-from-wait"] == "pass"
+    assert {r["case"]: r["result"] for r in results(lab, by_role["server"])}["address-sent"] == "pass"
+    from tasks.records import read_log
+
+    client_log = [str(r["msg"]) for r in read_log(lab.r(), by_role["client"])]
+    assert any("delayed until role 'server'" in m for m in client_log)
+    assert {records[j]["board"] for j in submitted.members} == {"qsrv", "qcli"}
+    wait_for(lambda: all(not processes_mentioning(j) for j in submitted.members), 15, "no QEMU left")
+
+
+@pytest.fixture
+def two_hosts():
+    """Two network namespaces, each joined to this one by a veth pair: two hosts of a small lab network."""
+    tag = f"{os.getpid() % 10000}"
+    hosts = []
+    for index, name in enumerate(("a", "b"), start=1):
+        ns, here, there = f"lvd{tag}{name}", f"lvd{tag}{name}0", f"lvd{tag}{name}1"
+        subnet = f"10.213.{(os.getpid() % 200) + index}"
+        commands = [
+            ["ip", "netns", "add", ns],
+            ["ip", "link", "add", here, "type", "veth", "peer", "name", there],
+            ["ip", "link", "set", there, "netns", ns],
+            ["ip", "addr", "add", f"{subnet}.1/24", "dev", here],
+            ["ip", "link", "set", here, "up"],
+            ["ip", "-n", ns, "addr", "add", f"{subnet}.2/24", "dev", there],
+            ["ip", "-n", ns, "link", "set", there, "up"],
+            ["ip", "-n", ns, "link", "set", "lo", "up"],
+        ]
+        for command in commands:
+            subprocess.run(command, check=True, capture_output=True)
+        hosts.append({"ns": ns, "link": here, "server_ip": f"{subnet}.1"})
+    yield hosts
+    for host in hosts:
+        subprocess.run(["ip", "netns", "del", host["ns"]], capture_output=True)
+        subprocess.run(["ip", "link", "del", host["link"]], capture_output=True)
+
+
+def test_a_group_across_two_hosts_reaching_redis_over_the_network(two_hosts):
+    base = make_tempdir("lab-netns-")
+    # Off the loopback, Redis wants a password (as a lab's should have).
+    server = RedisServer(base, password="lab-secret",
+                         extra=["--bind", "127.0.0.1", *[h["server_ip"] for h in two_hosts]]).start()
+    lab = Lab(server, base)
+    saved = {k: os.environ.get(k) for k in lab.env if k.startswith("LAVA_DISPATCH_")}
+    lab.apply_env()
+    workers = []
+    try:
+        for host, board in zip(two_hosts, ("hosta", "hostb")):
+            env = {**lab.env, "LAVA_DISPATCH_REDIS_URL": f"redis://:lab-secret@{host['server_ip']}:{server.port}/0"}
+            log = open(base / f"worker-{board}.log", "wb")
+            workers.append(subprocess.Popen(
+                ["ip", "netns", "exec", host["ns"], sys.executable, "-m", "tasks.cli", "worker", "--device",
+                 str(ROOT / "sample_jobs/devices/local01.yaml"), "--name", board], cwd=ROOT, env=env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True))
+            lab.logs[board] = base / f"worker-{board}.log"
+        for board in ("hosta", "hostb"):
+            try:
+                lab.wait_idle(board, 60)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {lab.logs[board].read_text()[-3000:]}") from None
+        # Each worker really lives in its own network namespace (its own host).
+        namespaces = {os.readlink(f"/proc/{lab.child_pid(b)}/ns/net") for b in ("hosta", "hostb")}
+        assert len(namespaces | {os.readlink("/proc/self/ns/net")}) == 3
+        steps = {"left": ["lava-sync meet", "lava-send hello side=left", "lava-wait-all hello right",
+                          "lava-test-case heard-right --shell grep -q side=right $TMPDIR/lava_multi_node_cache.txt"],
+                 "right": ["lava-sync meet", "lava-send hello side=right", "lava-wait-all hello left",
+                           "lava-test-case heard-left --shell grep -q side=left $TMPDIR/lava_multi_node_cache.txt"]}
+        submitted = scheduler(lab).submit(multinode_job({"left": 1, "right": 1}, steps))
+        records = wait_group(lab, submitted.members, 90)
+        assert {r["state"] for r in records.values()} == {"Complete"}, records
+        assert {r["board"] for r in records.values()} == {"hosta", "hostb"}
+        for job in submitted.members:
+            assert [r["result"] for r in results(lab, job) if r["suite"] != "lava"] == ["pass"]
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+        lab.stop_all()
+        server.kill()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        remove_tree(base)
