@@ -70,9 +70,11 @@ def kill_group(pgid: int, grace: float = 2.0) -> bool:
     except ProcessLookupError:
         return True
     deadline = time.monotonic() + grace
+    pause = 0.001  # most helpers end within milliseconds: look often at first
     while time.monotonic() < deadline and group_alive(pgid):
         _reap(pgid)
-        time.sleep(0.02)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
     if group_alive(pgid):
         try:
             os.killpg(pgid, signal.SIGKILL)

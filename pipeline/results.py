@@ -10,8 +10,16 @@ from xml.etree import ElementTree
 import yaml
 
 
+SAFE_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def dump_yaml(data: Any) -> str:
+    """Block-style YAML, with the C emitter when PyYAML has it (results files can be large)."""
+    return yaml.dump(data, Dumper=SAFE_DUMPER, sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
 def write_results_yaml(results: Iterable[dict[str, Any]], path: Path) -> None:
-    path.write_text(yaml.safe_dump(list(results), sort_keys=False, default_flow_style=False))
+    path.write_text(dump_yaml(list(results)))
 
 
 def junit_xml(results: list[dict[str, Any]], job_name: str) -> str:

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from pipeline.action import Action, cleanup_quietly, run_action
 from pipeline.context import JobContext, TestCaseResult
 from pipeline.device import Device
@@ -28,7 +26,7 @@ from pipeline.coordination import MultinodeClient
 from pipeline.log import FileSink, JobLogger, Sink
 from pipeline.multinode import MultinodeSupport
 from pipeline.processes import ProcessRegistry
-from pipeline.results import junit_xml, write_results_yaml
+from pipeline.results import dump_yaml, junit_xml, write_results_yaml
 from pipeline.strategies import build_pipeline
 
 COMPLETE, INCOMPLETE, CANCELED = "Complete", "Incomplete", "Canceled"
@@ -98,8 +96,7 @@ class JobRunner:
         ctx = self.ctx
         self.started_at = time.monotonic()
         (ctx.output_dir / "job.yaml").write_text(self.job.text)
-        (ctx.output_dir / "device.yaml").write_text(yaml.safe_dump(self.device.model_dump(mode="json"),
-                                                                   sort_keys=False))
+        (ctx.output_dir / "device.yaml").write_text(dump_yaml(self.device.model_dump(mode="json")))
         ctx.job_deadline = self.started_at + self.job.header.timeouts.job
         ctx.logger.info(f"start: job {ctx.job_id} {self.job.name!r} on {ctx.board_name} "
                         f"({self.device.device_type}), timeout {self.job.header.timeouts.job:g} s"
@@ -203,7 +200,7 @@ class JobRunner:
         (ctx.output_dir / "results.xml").write_text(junit_xml(results, self.job.name))
         description = {"job": self.job.name, "device_type": self.device.device_type, "board": ctx.board_name,
                        "state": self.state(), "pipeline": self.built.pipeline.describe()}
-        (ctx.output_dir / "description.yaml").write_text(yaml.safe_dump(description, sort_keys=False))
+        (ctx.output_dir / "description.yaml").write_text(dump_yaml(description))
 
 
 __all__ = ["JobRunner", "Outcome", "describe_pipeline", "ProblemList", "COMPLETE", "INCOMPLETE", "CANCELED"]
