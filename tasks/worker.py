@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import fcntl
-import json
 import logging
 import os
 import shutil

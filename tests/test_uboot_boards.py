@@ -220,7 +220,7 @@ def test_panda_style_uboot_ramdisk_bootm_carries_the_overlay(lab, images, http_s
     assert run.case("overlay-in-ramdisk")["result"] == "pass"
     messages = run.messages()
     order = [name for name in ("extract-overlay-ramdisk", "apply-overlay-tftp", "compress-ramdisk")
-             if any(m.startswith(f"start: 1.") and m.split()[2] == name for m in messages)]
+             if any(m.startswith("start: 1.") and m.split()[2] == name for m in messages)]
     assert order == ["extract-overlay-ramdisk", "apply-overlay-tftp", "compress-ramdisk"]
     assert any(m.startswith("ramdisk: u-boot header removed") for m in messages)
     assert any("u-boot header restored on initrd.u-boot" in m for m in messages)
@@ -339,7 +339,7 @@ def test_nfsrootfs_tarball_that_escapes_is_rejected(lab, images, kind):
 
 @pytest.mark.qemu
 def test_kernel_url_with_reset_is_refused_before_anything_boots(lab, images):
-    files = {"kernel": f"'http://127.0.0.1:1/Image;reset'", "ramdisk": f"file://{images}/arm64/initrd.cpio.gz"}
+    files = {"kernel": "'http://127.0.0.1:1/Image;reset'", "ramdisk": f"file://{images}/arm64/initrd.cpio.gz"}
     job = tftp_job("reset-injection", "arm64-uboot", files, "ramdisk", "booti")
     run = lab.run(job, lab.device("arm64-uboot01"))
     assert run.code == 2, run.stdout + run.stderr
