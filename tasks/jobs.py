@@ -246,6 +246,10 @@ def action(self, job_id: str, board: str, attempt: int, index: int, name: str) -
                                                 "hold the job's runner (the worker restarted)", token=token))
         _audit(rt, job_id, step, name, "lost", t0, self.request.id)
         return {"step": step, "outcome": "lost"}
+    if index in active.ran:
+        # This process already ran it (the claim was lost with the last second of a crashed Redis): never twice.
+        _audit(rt, job_id, step, name, "already-ran", t0, self.request.id)
+        return {"step": step, "outcome": "already-ran"}
     active.ran.add(index)
     runner = active.runner
     if runner is None or runner.error is not None or active.setup_error is not None:
