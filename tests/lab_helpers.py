@@ -5,6 +5,7 @@ Every wait is a condition checked until a deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DEVICE = ROOT / "sample_jobs" / "devices" / "local01.yaml"
@@ -259,3 +260,31 @@ def make_tempdir(prefix: str) -> Path:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_lab(prefix: str = "lab-test-", lease: float = 15.0, extra_env: dict[str, str] | None = None,
+                **redis_options: Any) -> Iterator[Lab]:
+    """A private redis-server and a Lab around it; this process talks to it while inside.
+
+    Everything the lab started is stopped at the end, and the environment restored.
+    """
+    base = make_tempdir(prefix)
+    server = RedisServer(base, **redis_options).start()
+    lab = Lab(server, base, lease=lease, extra_env=extra_env)
+    saved = {key: os.environ.get(key) for key in lab.env if key.startswith("LAVA_DISPATCH_")}
+    lab.apply_env()
+    for key, value in (extra_env or {}).items():
+        if key.startswith("LAVA_DISPATCH_"):
+            os.environ[key] = value
+    try:
+        yield lab
+    finally:
+        lab.stop_all()
+        server.kill()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        remove_tree(base)

@@ -16,8 +16,7 @@ from collections import defaultdict
 
 import pytest
 
-from lab_helpers import (ROOT, Lab, RedisServer, local_job, make_tempdir, processes_mentioning, remove_tree,
-                         wait_for)
+from lab_helpers import (ROOT, Lab, RedisServer, local_job, processes_mentioning, running_lab, wait_for)
 
 pytestmark = pytest.mark.lab
 
@@ -26,21 +25,8 @@ FINAL = ("Complete", "Incomplete", "Canceled")
 
 @pytest.fixture
 def lab(request):
-    base = make_tempdir("lab-test-")
-    server = RedisServer(base).start()
-    lease = getattr(request, "param", 15.0)
-    the_lab = Lab(server, base, lease=lease)
-    saved = {k: os.environ.get(k) for k in the_lab.env if k.startswith("LAVA_DISPATCH_")}
-    the_lab.apply_env()
-    yield the_lab
-    the_lab.stop_all()
-    server.kill()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    remove_tree(base)
+    with running_lab(lease=getattr(request, "param", 15.0)) as the_lab:
+        yield the_lab
 
 
 def scheduler(lab):
@@ -243,21 +229,9 @@ def test_a_duplicate_chain_does_nothing(lab):
 
 
 @pytest.fixture
-def quick_watchdog_lab(request):
-    base = make_tempdir("lab-test-")
-    server = RedisServer(base).start()
-    the_lab = Lab(server, base, extra_env={"LAVA_DISPATCH_STALL_SECONDS": "2"})
-    saved = {k: os.environ.get(k) for k in the_lab.env if k.startswith("LAVA_DISPATCH_")}
-    the_lab.apply_env()
-    yield the_lab
-    the_lab.stop_all()
-    server.kill()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    remove_tree(base)
+def quick_watchdog_lab():
+    with running_lab(extra_env={"LAVA_DISPATCH_STALL_SECONDS": "2"}) as the_lab:
+        yield the_lab
 
 
 def test_lost_chain_messages_are_sent_again(quick_watchdog_lab):

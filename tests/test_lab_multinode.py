@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from lab_helpers import ROOT, Lab, RedisServer, make_tempdir, processes_mentioning, remove_tree, wait_for
+from lab_helpers import ROOT, processes_mentioning, running_lab, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -24,21 +24,8 @@ FINAL = ("Complete", "Incomplete", "Canceled")
 
 @pytest.fixture
 def lab():
-    base = make_tempdir("lab-mn-")
-    server = RedisServer(base).start()
-    the_lab = Lab(server, base, extra_env={"LAVA_DISPATCH_GROUP_END_SECONDS": "2"})
-    saved = {k: os.environ.get(k) for k in the_lab.env if k.startswith("LAVA_DISPATCH_")}
-    the_lab.apply_env()
-    os.environ["LAVA_DISPATCH_GROUP_END_SECONDS"] = "2"
-    yield the_lab
-    the_lab.stop_all()
-    server.kill()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    remove_tree(base)
+    with running_lab("lab-mn-", extra_env={"LAVA_DISPATCH_GROUP_END_SECONDS": "2"}) as the_lab:
+        yield the_lab
 
 
 def scheduler(lab):
@@ -328,54 +315,45 @@ def two_hosts():
 
 
 def test_a_group_across_two_hosts_reaching_redis_over_the_network(two_hosts):
-    base = make_tempdir("lab-netns-")
     # Off the loopback, Redis wants a password (as a lab's should have).
-    server = RedisServer(base, password="lab-secret",
-                         extra=["--bind", "127.0.0.1", *[h["server_ip"] for h in two_hosts]]).start()
-    lab = Lab(server, base)
-    saved = {k: os.environ.get(k) for k in lab.env if k.startswith("LAVA_DISPATCH_")}
-    lab.apply_env()
-    workers = []
-    try:
-        for host, board in zip(two_hosts, ("hosta", "hostb")):
-            env = {**lab.env, "LAVA_DISPATCH_REDIS_URL": f"redis://:lab-secret@{host['server_ip']}:{server.port}/0"}
-            log = open(base / f"worker-{board}.log", "wb")
-            workers.append(subprocess.Popen(
-                ["ip", "netns", "exec", host["ns"], sys.executable, "-m", "tasks.cli", "worker", "--device",
-                 str(ROOT / "sample_jobs/devices/local01.yaml"), "--name", board], cwd=ROOT, env=env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True))
-            lab.logs[board] = base / f"worker-{board}.log"
-        for board in ("hosta", "hostb"):
-            try:
-                lab.wait_idle(board, 60)
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}: {lab.logs[board].read_text()[-3000:]}") from None
-        # Each worker really lives in its own network namespace (its own host).
-        namespaces = {os.readlink(f"/proc/{lab.child_pid(b)}/ns/net") for b in ("hosta", "hostb")}
-        assert len(namespaces | {os.readlink("/proc/self/ns/net")}) == 3
-        steps = {"left": ["lava-sync meet", "lava-send hello side=left", "lava-wait-all hello right",
-                          "lava-test-case heard-right --shell grep -q side=right $TMPDIR/lava_multi_node_cache.txt"],
-                 "right": ["lava-sync meet", "lava-send hello side=right", "lava-wait-all hello left",
-                           "lava-test-case heard-left --shell grep -q side=left $TMPDIR/lava_multi_node_cache.txt"]}
-        submitted = scheduler(lab).submit(multinode_job({"left": 1, "right": 1}, steps))
-        records = wait_group(lab, submitted.members, 90)
-        assert {r["state"] for r in records.values()} == {"Complete"}, records
-        assert {r["board"] for r in records.values()} == {"hosta", "hostb"}
-        for job in submitted.members:
-            assert [r["result"] for r in results(lab, job) if r["suite"] != "lava"] == ["pass"]
-    finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-        lab.stop_all()
-        server.kill()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        remove_tree(base)
+    with running_lab("lab-netns-", password="lab-secret",
+                     extra=["--bind", "127.0.0.1", *[h["server_ip"] for h in two_hosts]]) as lab:
+        workers = []
+        try:
+            for host, board in zip(two_hosts, ("hosta", "hostb")):
+                url = f"redis://:lab-secret@{host['server_ip']}:{lab.redis.port}/0"
+                log = open(lab.base / f"worker-{board}.log", "wb")
+                workers.append(subprocess.Popen(
+                    ["ip", "netns", "exec", host["ns"], sys.executable, "-m", "tasks.cli", "worker", "--device",
+                     str(ROOT / "sample_jobs/devices/local01.yaml"), "--name", board], cwd=ROOT,
+                    env={**lab.env, "LAVA_DISPATCH_REDIS_URL": url}, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True))
+                lab.logs[board] = lab.base / f"worker-{board}.log"
+            for board in ("hosta", "hostb"):
+                try:
+                    lab.wait_idle(board, 60)
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}: {lab.logs[board].read_text()[-3000:]}") from None
+            # Each worker really lives in its own network namespace (its own host).
+            namespaces = {os.readlink(f"/proc/{lab.child_pid(b)}/ns/net") for b in ("hosta", "hostb")}
+            assert len(namespaces | {os.readlink("/proc/self/ns/net")}) == 3
+            steps = {"left": ["lava-sync meet", "lava-send hello side=left", "lava-wait-all hello right",
+                              "lava-test-case heard-right --shell grep -q side=right "
+                              "$TMPDIR/lava_multi_node_cache.txt"],
+                     "right": ["lava-sync meet", "lava-send hello side=right", "lava-wait-all hello left",
+                               "lava-test-case heard-left --shell grep -q side=left "
+                               "$TMPDIR/lava_multi_node_cache.txt"]}
+            submitted = scheduler(lab).submit(multinode_job({"left": 1, "right": 1}, steps))
+            records = wait_group(lab, submitted.members, 90)
+            assert {r["state"] for r in records.values()} == {"Complete"}, records
+            assert {r["board"] for r in records.values()} == {"hosta", "hostb"}
+            for job in submitted.members:
+                assert [r["result"] for r in results(lab, job) if r["suite"] != "lava"] == ["pass"]
+        finally:
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                try:
+                    worker.wait(60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(worker.pid, signal.SIGKILL)

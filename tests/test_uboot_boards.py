@@ -607,22 +607,10 @@ def test_boot_type_must_be_one_the_device_supports(cli):
 @pytest.fixture
 def board_lab(lab):
     """A lab on a private Redis whose board workers drive emulated ARM boards (lab_helpers)."""
-    from lab_helpers import Lab as LabWorkers, RedisServer, make_tempdir, remove_tree
+    from lab_helpers import running_lab
 
-    base = make_tempdir("uboot-lab-")
-    redis = RedisServer(base).start()
-    workers = LabWorkers(redis, base, extra_env=lab.env)
-    saved = {key: os.environ.get(key) for key in workers.env if key.startswith("LAVA_DISPATCH_")}
-    workers.apply_env()
-    yield workers
-    workers.stop_all()
-    redis.kill()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    remove_tree(base)
+    with running_lab("uboot-lab-", extra_env=lab.env) as workers:
+        yield workers
 
 
 @pytest.mark.qemu
