@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pipeline.action import Action, ActionTimeout, Deadlines, JobTimeout
-from pipeline.errors import Canceled, InfrastructureError, TestError
+from pipeline.errors import Canceled, ConfigurationError, InfrastructureError, TestError
+from pipeline.fileserver import FileServer
 from pipeline.log import JobLogger
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ class JobContext:
     # Answers a Multinode API call seen on the console: (request, arguments) -> reply line.
     multinode_handler: Callable[[str, str], str] | None = None
     bootloader_commands: list[str] = field(default_factory=list)
-    file_server: Callable[[Path], str] | None = None  # publishes a file over HTTP for the board
+    file_server: FileServer | None = None  # hands files to the board over HTTP (secondary media)
 
     def board_root(self) -> Path:
         """The root directory of a board that is a local shell on the dispatcher."""
@@ -138,9 +139,19 @@ class JobContext:
         self.require_connection().sendline(reply)
 
     def serve_file(self, path: Path) -> str:
+        """A URL the board can fetch ``path`` from (the device says how it reaches the dispatcher)."""
+        host = self.device.parameters.get("dispatcher_ip")
+        if not host:
+            raise ConfigurationError("the device has no parameters.dispatcher_ip: the board cannot fetch "
+                                     "files from the dispatcher")
         if self.file_server is None:
-            raise InfrastructureError("this worker has no file server to hand images to the board")
-        return self.file_server(path)
+            self.file_server = FileServer(str(self.device.parameters.get("file_server_bind", "127.0.0.1")))
+        return self.file_server.publish(path, str(host))
+
+    def close_file_server(self) -> None:
+        if self.file_server is not None:
+            self.file_server.close()
+            self.file_server = None
 
     def check(self) -> None:
         """Raise if the job was cancelled or a deadline passed."""

@@ -153,6 +153,7 @@ class JobRunner:
             for action in reversed([a for top in self.actions for a in top.walk()]):
                 cleanup_quietly(action, ctx)
             ctx.close_connection()
+            ctx.close_file_server()
             self.power_off()
         finally:
             ctx.processes.kill_all(log=ctx.logger.debug)

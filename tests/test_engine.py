@@ -305,3 +305,24 @@ def test_output_log_lines_are_lava_yaml(tmp_path):
     records = yaml.safe_load((tmp_path / "output.yaml").read_text())
     assert [r["lvl"] for r in records] == ["info", "target"]
     assert set(records[0]) == {"dt", "lvl", "msg"}
+
+
+def test_file_server_serves_only_published_files(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from pipeline.fileserver import FileServer
+
+    (tmp_path / "image.img").write_bytes(b"image bytes")
+    (tmp_path / "secret").write_text("not published")
+    server = FileServer()
+    try:
+        url = server.publish(tmp_path / "image.img", "127.0.0.1")
+        assert urllib.request.urlopen(url, timeout=5).read() == b"image bytes"
+        for path in ("/", "/secret", "/../secret", url.rsplit("/", 2)[0].rsplit("/", 1)[0] + "/x/secret"):
+            target = path if path.startswith("http") else f"http://127.0.0.1:{server.port}{path}"
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(target, timeout=5)
+            assert info.value.code == 404
+    finally:
+        server.close()

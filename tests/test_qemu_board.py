@@ -6,6 +6,7 @@ outlives it.
 
 from __future__ import annotations
 
+import gzip
 import shutil
 import subprocess
 import textwrap
@@ -234,3 +235,34 @@ def test_auto_login_with_kernel_messages_around_the_prompts(tmp_path, images):
 def test_no_qemu_left_after_the_tests():
     assert shutil.which("qemu-system-x86_64")
     assert not [pid for pid in processes_matching("qemu-system") if "lava-dispatch-" in open(f"/proc/{pid}/cmdline").read()]
+
+
+def test_deploy_to_secondary_media_writes_the_image_from_the_booted_board(tmp_path, images, http_server):
+    """The board boots a ramdisk, then fetches the image from the dispatcher and writes it to its drive."""
+    served = tmp_path / "served"
+    served.mkdir()
+    image = bytes(range(256)) * 4096 * 2  # 2 MiB with a recognisable pattern
+    (served / "media.img.gz").write_bytes(gzip.compress(image))
+    media = tmp_path / "sata.img"
+    media.write_bytes(b"\0" * (4 * 1024 * 1024))
+    device = yaml.safe_load((DEVICES / "kvm01.yaml").read_text())
+    device["actions"]["deploy"]["methods"]["sata"] = {"parameters": {"device_node": "/dev/vda"}}
+    device["actions"]["boot"]["methods"]["qemu"]["parameters"]["options"].append(
+        f"-drive if=virtio,format=raw,file={media}")
+    device_file = tmp_path / "kvm-sata.yaml"
+    device_file.write_text(yaml.safe_dump(device))
+    base = http_server(served)
+    job = kernel_ramdisk_job(images, tests="").rstrip() + f"""
+  - deploy:
+      to: sata
+      image: {base}/media.img.gz
+      compression: gz
+      kernel: /boot/vmlinuz
+      dtb: /boot/board.dtb
+      UUID: 1234-abcd
+      boot_part: 1
+"""
+    run = run_job(tmp_path, job, device_file)
+    assert run.code == 0, run.stdout + run.stderr
+    assert media.read_bytes()[: len(image)] == image
+    assert any(m.startswith("writing media.img to /dev/vda from http://10.0.2.2:") for m in run.messages())

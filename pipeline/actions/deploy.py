@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -428,11 +429,15 @@ class WriteImageToMedia(Action):
         if ctx.connection is None:
             raise JobError(f"deploy to {self.params.to} needs a booted primary system: boot before this deploy")
         url = ctx.serve_file(ctx.images["image"])
+        node = shlex.quote(self.device_node)
+        ctx.logger.info(f"writing {ctx.images['image'].name} to {self.device_node} from {url}")
+        # wget's own exit status tells a failed transfer (a pipe into dd would hide it).
         status, output = ctx.connection.run(
-            f"wget -q -O - {url} | dd of={self.device_node} bs=1M conv=fsync && blockdev --rereadpt {self.device_node}",
+            f"wget -q -O {node} {url} && sync && (blockdev --rereadpt {node} 2>/dev/null || true)",
             self.timeout, self.name)
         if status != 0:
-            raise InfrastructureError(f"writing the image to {self.device_node} failed (exit {status})")
+            raise InfrastructureError(f"writing the image to {self.device_node} failed (exit {status}): "
+                                      f"{output.strip()[-200:]}")
 
 
 @strategy("deploy", priority=10)
