@@ -20,9 +20,11 @@ import sys
 import tempfile
 import textwrap
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pexpect
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ["uname -a", "test -d /proc/self", "cat /proc/meminfo > /dev/null", "ifconfig lo > /dev/null", "true"]
@@ -81,9 +83,26 @@ def job_text(images: Path) -> str:
         """) + steps
 
 
-def our_run(images: Path, workdir: Path) -> float:
+def phases(output: Path, started_wall: float, ended_wall: float) -> dict[str, float]:
+    """Where our run's time went, from its own log: start-up, deploy, boot, test, finalize."""
+    records = yaml.safe_load((output / "output.yaml").read_text())
+
+    def at(prefix: str) -> float:
+        record = next(r for r in records if isinstance(r["msg"], str) and r["msg"].startswith(prefix))
+        return datetime.fromisoformat(record["dt"]).replace(tzinfo=timezone.utc).timestamp()
+
+    first = datetime.fromisoformat(records[0]["dt"]).replace(tzinfo=timezone.utc).timestamp()
+    return {"start-up (python, imports, validation)": first - started_wall,
+            "deploy": at("end: 1 ") - first,
+            "boot to prompt": at("end: 2 ") - at("end: 1 "),
+            "test": at("end: 3 ") - at("end: 2 "),
+            "finalize and exit": ended_wall - at("end: 3 ")}
+
+
+def our_run(images: Path, workdir: Path, breakdown: list[dict[str, float]]) -> float:
     job = workdir / "job.yaml"
     job.write_text(job_text(images))
+    started_wall = time.time()
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "tasks.cli", "run", str(job), "--device",
                              str(ROOT / "sample_jobs/devices/kvm01.yaml"), "--output-dir", str(workdir / "out"),
@@ -91,6 +110,7 @@ def our_run(images: Path, workdir: Path) -> float:
     elapsed = time.monotonic() - started
     if result.returncode != 0:
         raise SystemExit(f"lava-dispatch run failed:\n{result.stdout}\n{result.stderr}")
+    breakdown.append(phases(workdir / "out", started_wall, time.time()))
     return elapsed
 
 
@@ -99,16 +119,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     images = images_dir()
-    bare, ours = [], []
+    bare, ours, breakdown = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(args.runs):  # interleaved, so machine noise hits both alike
             bare.append(bare_run(images))
-            ours.append(our_run(images, Path(tmp)))
+            ours.append(our_run(images, Path(tmp), breakdown))
     b, o = statistics.median(bare), statistics.median(ours)
     print(f"runs: {args.runs} each, {os.cpu_count()} cores, QEMU TCG")
     print(f"bare QEMU boot to prompt + 5 commands: median {b:.2f} s  (min {min(bare):.2f}, max {max(bare):.2f})")
     print(f"lava-dispatch run, same job:           median {o:.2f} s  (min {min(ours):.2f}, max {max(ours):.2f})")
     print(f"overhead (ours - bare):                median {o - b:+.2f} s   target < 0.50 s")
+    print("our run, median of each phase:")
+    for phase in breakdown[0]:
+        print(f"  {phase:40} {statistics.median(item[phase] for item in breakdown):.3f} s")
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ Compression = Literal["gz", "bz2", "xz"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # defer_build: a model is compiled the first time a job uses it, not at start-up.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
 
 
 # ---------------------------------------------------------------- protocols
