@@ -175,3 +175,68 @@ def test_a_missing_member_makes_the_others_fail_with_a_clear_timeout(tmp_path):
         assert "lava-sync 'meet': timeout after" in job_result["error_msg"]
         assert "broken-1 (role broken)" in job_result["error_msg"]
     assert results_of(run, "broken-1")[-1]["error_type"] == "Test"
+
+
+def test_protocol_block_on_a_named_action_substitutes_received_values(tmp_path):
+    """The seed's form: a lava-wait at the start of one named action, `$KEY` replaced from the data received."""
+    job = textwrap.dedent("""\
+        job_name: protocol-block
+        timeouts: {job: {minutes: 2}}
+        protocols:
+          lava-multinode:
+            roles:
+              host: {device_type: local-shell, count: 1}
+              guest: {device_type: local-shell, count: 1}
+            timeout: {seconds: 60}
+        actions:
+          - boot:
+              role: host
+              method: minimal
+          - boot:
+              role: guest
+              method: minimal
+              protocols:
+                lava-multinode:
+                  - action: connect-device
+                    request: lava-sync
+                    messageID: booting
+                  - action: expect-shell-connection
+                    request: lava-wait
+                    messageID: hostready
+                    message:
+                      ipv4: $IPV4
+          - test:
+              role: host
+              definitions:
+                - from: inline
+                  name: host
+                  path: h.yaml
+                  repository:
+                    metadata: {name: host}
+                    run:
+                      steps:
+                        - lava-sync booting
+                        - lava-send hostready IPV4=192.168.0.3
+          - test:
+              role: guest
+              definitions:
+                - from: inline
+                  name: guest
+                  path: g.yaml
+                  repository:
+                    metadata: {name: guest}
+                    run:
+                      steps:
+                        - lava-test-case got-ipv4 --shell test "$ipv4" = 192.168.0.3
+        """)
+    run = run_job(tmp_path, job, "local01")
+    assert run.code == 0, run.stdout + run.stderr
+    assert case(results_of(run, "guest-1"), "got-ipv4")["result"] == "pass"
+    messages = log_of(run, "guest-1")
+    wait_line = next(i for i, m in enumerate(messages) if "lava-wait 'hostready' received" in m)
+    assert "'message': {'ipv4': '192.168.0.3'}, 'messageID': 'hostready'" in messages[wait_line]
+    # the calls are made at the start of the named actions, before their own work
+    assert messages[wait_line - 1].startswith("protocol lava-multinode: lava-wait 'hostready'")
+    assert messages[wait_line - 2].startswith("start: ") and "expect-shell-connection" in messages[wait_line - 2]
+    sync = next(i for i, m in enumerate(messages) if m.startswith("protocol lava-multinode: lava-sync 'booting'"))
+    assert messages[sync - 1].startswith("start: ") and "connect-device" in messages[sync - 1]
