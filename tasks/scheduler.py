@@ -141,6 +141,21 @@ local function try_place(needs, prefer)
   return picked
 end
 
+-- The first device type among the needs that has no board at all, or nil.
+local function type_without_board(needs)
+  for _, need in ipairs(needs) do
+    if redis.call('SCARD', P .. 'type:' .. need.device_type .. ':boards') == 0 then return need.device_type end
+  end
+  return nil
+end
+
+-- A decoded JSON object as HSET's list of fields and values.
+local function fields_of(object)
+  local out = {}
+  for key, value in pairs(object) do out[#out + 1] = key; out[#out + 1] = tostring(value) end
+  return out
+end
+
 local function unqueue(req, needs)
   redis.call('ZREM', P .. 'pending', req)
   for _, need in ipairs(needs) do redis.call('ZREM', P .. 'pending:' .. need.device_type, req) end
@@ -252,18 +267,11 @@ return result
 LUA_SUBMIT = r"""
   local j, needs = A[1], cjson.decode(A[3])
   if redis.call('EXISTS', jk(j)) == 1 then return {'exists', redis.call('HGET', jk(j), 'state') or ''} end
-  if A[5] ~= '1' then
-    for _, need in ipairs(needs) do
-      if redis.call('SCARD', P .. 'type:' .. need.device_type .. ':boards') == 0 then
-        return {'noboard', need.device_type}
-      end
-    end
-  end
+  local missing = type_without_board(needs)
+  if A[5] ~= '1' and missing then return {'noboard', missing} end
   local score = fmt((100 - tonumber(A[4])) * 1e13 + NOW)
-  local flat = {}
-  for key, value in pairs(cjson.decode(A[2])) do flat[#flat + 1] = key; flat[#flat + 1] = tostring(value) end
   redis.call('HSET', jk(j), 'state', 'Submitted', 'submitted', fmt(NOW), 'attempt', 0, 'laststep', -1,
-             'needs', A[3], 'score', score, 'priority', A[4], unpack(flat))
+             'needs', A[3], 'score', score, 'priority', A[4], unpack(fields_of(cjson.decode(A[2]))))
   redis.call('ZADD', P .. 'jobs', fmt(NOW), j)
   local picked = try_place(needs, nil)
   if picked then return {'scheduled', commit(j, needs, picked)} end
@@ -277,24 +285,16 @@ LUA_SUBMIT_GROUP = r"""
   local g, needs = A[1], cjson.decode(A[3])
   local gk = P .. 'group:' .. g
   if redis.call('EXISTS', gk) == 1 then return {'exists', redis.call('HGET', gk, 'state') or ''} end
-  if A[5] ~= '1' then
-    for _, need in ipairs(needs) do
-      if redis.call('SCARD', P .. 'type:' .. need.device_type .. ':boards') == 0 then
-        return {'noboard', need.device_type}
-      end
-    end
-  end
+  local missing = type_without_board(needs)
+  if A[5] ~= '1' and missing then return {'noboard', missing} end
   local score = fmt((100 - tonumber(A[4])) * 1e13 + NOW)
-  local flat = {}
-  for key, value in pairs(cjson.decode(A[2])) do flat[#flat + 1] = key; flat[#flat + 1] = tostring(value) end
   redis.call('HSET', gk, 'state', 'Submitted', 'submitted', fmt(NOW), 'needs', A[3], 'score', score,
-             'priority', A[4], unpack(flat))
+             'priority', A[4], unpack(fields_of(cjson.decode(A[2]))))
   local members = cjson.decode(A[6])
   for _, need in ipairs(needs) do
-    local mf = {}
-    for key, value in pairs(members[need.job]) do mf[#mf + 1] = key; mf[#mf + 1] = tostring(value) end
     redis.call('HSET', jk(need.job), 'state', 'Submitted', 'submitted', fmt(NOW), 'attempt', 0, 'laststep', -1,
-               'needs', cjson.encode({need}), 'score', score, 'priority', A[4], 'group', g, unpack(mf))
+               'needs', cjson.encode({need}), 'score', score, 'priority', A[4], 'group', g,
+               unpack(fields_of(members[need.job])))
     redis.call('ZADD', P .. 'jobs', fmt(NOW), need.job)
   end
   local req = 'group:' .. g
@@ -592,6 +592,12 @@ class LostJob:
     boot_id: str
 
 
+def no_board_error(device_type: str, what: str) -> SubmitError:
+    return SubmitError(f"no board of device type {device_type!r} is registered in this lab "
+                       f"(`lava-dispatch devices` lists the boards); submit with --queue-anyway to queue "
+                       f"the {what} until one registers")
+
+
 def device_sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -705,9 +711,7 @@ class Lab:
         if kind == "exists":
             raise SubmitError(f"a job with id {job_id} already exists")
         if kind == "noboard":
-            raise SubmitError(f"no board of device type {answer[1]!r} is registered in this lab "
-                              "(`lava-dispatch devices` lists the boards); submit with --queue-anyway to queue "
-                              "the job until one registers")
+            raise no_board_error(answer[1], "job")
         assignments = Assignment.many(answer[1])
         if dispatch and assignments:
             self.dispatch(assignments, jobs={job_id: job})
@@ -752,9 +756,7 @@ class Lab:
             raise SubmitError(f"a group with id {group_id} already exists")
         if answer[0] == "noboard":
             self.coordinator().end_group(group_id)
-            raise SubmitError(f"no board of device type {answer[1]!r} is registered in this lab "
-                              "(`lava-dispatch devices` lists the boards); submit with --queue-anyway to queue "
-                              "the group until one registers")
+            raise no_board_error(answer[1], "group")
         assignments = Assignment.many(answer[1])
         if dispatch and assignments:
             self.dispatch(assignments, jobs={a.job: job for a in assignments})
