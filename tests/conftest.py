@@ -50,6 +50,7 @@ def pytest_configure(config):
 
 import functools
 import http.server
+import textwrap
 import os
 import subprocess
 import threading
@@ -171,3 +172,21 @@ def no_leftovers(tmp_path):
     """Fail the test if a helper process it started (QEMU, shells) outlives it."""
     yield
     wait_for(lambda: not processes_matching(str(tmp_path)), 10, f"processes of {tmp_path} to end")
+
+
+def kvm_images(images: Path, indent: int = 6) -> str:
+    """The deploy keys of a kernel + ramdisk job on the emulated x86_64 board (the overlay in the ramdisk)."""
+    block = textwrap.dedent(f"""\
+        to: tmpfs
+        os: oe
+        images:
+          kernel:
+            url: file://{images}/x86_64/vmlinux
+            image_arg: -kernel {{kernel}} -append "console=ttyS0 panic=-1 quiet"
+          ramdisk:
+            url: file://{images}/x86_64/initrd.cpio.gz
+            image_arg: -initrd {{ramdisk}}
+            format: cpio.newc
+            overlays: {{lava: true}}
+        """)
+    return textwrap.indent(block, " " * indent)

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from conftest import kvm_images
 from lab_helpers import ROOT, processes_mentioning, running_lab, wait_for
 
 pytestmark = pytest.mark.lab
@@ -194,18 +195,7 @@ def test_a_queued_group_waits_for_all_its_boards_without_holding_one(lab):
 
 def seed_server_client_job(images) -> str:
     """The specification's lava-start example on the emulated x86_64 board."""
-    images_form = f"""
-      to: tmpfs
-      os: oe
-      images:
-        kernel:
-          url: file://{images}/x86_64/vmlinux
-          image_arg: -kernel {{kernel}} -append "console=ttyS0 panic=-1 quiet"
-        ramdisk:
-          url: file://{images}/x86_64/initrd.cpio.gz
-          image_arg: -initrd {{ramdisk}}
-          format: cpio.newc
-          overlays: {{lava: true}}"""
+    images_form = "\n" + kvm_images(images).rstrip()
     return f"""
 job_name: seed-server-client
 timeouts:

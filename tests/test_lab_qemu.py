@@ -9,6 +9,7 @@ from collections import defaultdict
 
 import pytest
 
+from conftest import kvm_images
 from lab_helpers import KVM_DEVICE, LOCAL_DEVICE, local_job, processes_mentioning, wait_for
 from test_lab import assert_each_step_ran_once, lab, record, scheduler, wait_final  # noqa: F401 - fixture
 
@@ -26,18 +27,7 @@ timeouts:
   action: {{minutes: 3}}
 actions:
   - deploy:
-      to: tmpfs
-      os: oe
-      images:
-        kernel:
-          url: file://{images}/x86_64/vmlinux
-          image_arg: -kernel {{kernel}} -append "console=ttyS0 panic=-1 quiet"
-        ramdisk:
-          url: file://{images}/x86_64/initrd.cpio.gz
-          image_arg: -initrd {{ramdisk}}
-          format: cpio.newc
-          overlays: {{lava: true}}
-  - boot:
+{kvm_images(images)}  - boot:
       method: qemu
       media: tmpfs
   - test:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DEVICES, processes_matching, run_job
+from conftest import DEVICES, kvm_images, processes_matching, run_job
 
 pytestmark = [pytest.mark.qemu, pytest.mark.usefixtures("no_leftovers")]
 
@@ -36,32 +36,16 @@ INLINE = """
 """
 
 
-def kernel_ramdisk_job(images: Path, tests: str = INLINE, boot_extra: str = "", head_extra: str = "") -> str:
-    return textwrap.dedent(f"""\
+def kernel_ramdisk_job(images: Path, tests: str = INLINE) -> str:
+    return textwrap.dedent("""\
         device_type: kvm
         job_name: qemu-kernel-ramdisk
         timeouts:
-          job: {{minutes: 8}}
-          action: {{minutes: 2}}
-        {head_extra}
+          job: {minutes: 8}
+          action: {minutes: 2}
         actions:
           - deploy:
-              to: tmpfs
-              os: oe
-              images:
-                kernel:
-                  url: file://{images}/x86_64/vmlinux
-                  image_arg: -kernel {{kernel}} -append "console=ttyS0 panic=-1 quiet"
-                ramdisk:
-                  url: file://{images}/x86_64/initrd.cpio.gz
-                  image_arg: -initrd {{ramdisk}}
-                  format: cpio.newc
-                  overlays: {{lava: true}}
-          - boot:
-              method: qemu
-              media: tmpfs
-        {boot_extra}
-        """) + tests
+        """) + kvm_images(images) + "  - boot:\n      method: qemu\n      media: tmpfs\n" + tests
 
 
 def test_inline_definition_with_pass_fail_and_measurement(tmp_path, images):
