@@ -240,3 +240,55 @@ def test_protocol_block_on_a_named_action_substitutes_received_values(tmp_path):
     assert messages[wait_line - 2].startswith("start: ") and "expect-shell-connection" in messages[wait_line - 2]
     sync = next(i for i, m in enumerate(messages) if m.startswith("protocol lava-multinode: lava-sync 'booting'"))
     assert messages[sync - 1].startswith("start: ") and "connect-device" in messages[sync - 1]
+
+
+def test_a_test_definition_can_send_lava_start_itself(tmp_path):
+    job = textwrap.dedent("""\
+        job_name: definition-lava-start
+        timeouts: {job: {minutes: 2}}
+        protocols:
+          lava-multinode:
+            roles:
+              server: {device_type: local-shell, count: 1}
+              client: {device_type: local-shell, count: 1}
+            timeout: {seconds: 60}
+        actions:
+          - boot:
+              role: server
+              method: minimal
+          - boot:
+              role: client
+              method: minimal
+              protocols:
+                lava-multinode:
+                  request: lava-start
+                  expect_role: server
+          - test:
+              role: server
+              definitions:
+                - from: inline
+                  name: server
+                  path: s.yaml
+                  repository:
+                    metadata: {name: server}
+                    run:
+                      steps:
+                        - lava-send lava_start
+                        - lava-wait client-up
+                        - lava-test-case client-started --result pass
+          - test:
+              role: client
+              definitions:
+                - from: inline
+                  name: client
+                  path: c.yaml
+                  repository:
+                    metadata: {name: client}
+                    run:
+                      steps:
+                        - lava-send client-up
+        """)
+    run = run_job(tmp_path, job, "local01")
+    assert run.code == 0, run.stdout + run.stderr
+    assert case(results_of(run, "server-1"), "client-started")["result"] == "pass"
+    assert "lava-start: starting role(s) client" in log_of(run, "server-1")
