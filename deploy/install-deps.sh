@@ -22,7 +22,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c "import tasks.cli, celery, redis, pexpect, pydantic" 2>/dev/null || [ "${FORCE_PIP:-}" = 1 ]; then
+if ! "$PYTHON" -c "import tasks.cli, celery, redis, pexpect, pydantic, flower" 2>/dev/null ||
+	! command -v lava-dispatch >/dev/null || ! command -v qemu-board >/dev/null || [ "${FORCE_PIP:-}" = 1 ]; then
 	echo "install-deps: pip install -e .[test]" >&2
 	"$PYTHON" -m pip install -q -e ".[test]"
 fi
