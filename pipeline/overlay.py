@@ -171,6 +171,13 @@ def raw_tar_drive(tarball: Path, drive: Path) -> Path:
     return drive
 
 
+def append_to_ramdisk(ramdisk: Path, source: Path, prefix: str) -> None:
+    """Append ``source`` under ``prefix`` to a cpio ramdisk as a second archive (4-byte aligned)."""
+    with open(ramdisk, "ab") as out:
+        out.write(b"\0" * ((-ramdisk.stat().st_size) % 4))
+        out.write(cpio_newc(source, prefix))
+
+
 def cpio_newc(source: Path, prefix: str) -> bytes:
     """An uncompressed newc cpio of ``source``'s contents under ``prefix``, to append to an initramfs.
 

@@ -104,9 +104,7 @@ class AppendOverlays(Action):
         ramdisk = ctx.images[self.key]
         appended = ramdisk.with_name(ramdisk.name + ".lava")
         shutil.copyfile(ramdisk, appended)
-        with open(appended, "ab") as out:
-            out.write(b"\0" * ((-appended.stat().st_size) % 4))
-            out.write(overlay.cpio_newc(ctx.overlay_dir, overlay_root(ctx)))
+        overlay.append_to_ramdisk(appended, ctx.overlay_dir, overlay_root(ctx))
         ctx.images[self.key] = appended
         ctx.logger.info(f"{self.key}: overlay appended ({appended.stat().st_size} bytes)")
 
@@ -321,9 +319,7 @@ class ApplyOverlayTftp(Action):
         if key == "ramdisk" and has_uboot_header(ramdisk):
             raise JobError("ramdisk: the file has a u-boot header: add 'ramdisk-type: u-boot' to the deploy "
                            "so that the overlay goes inside the ramdisk")
-        with open(ramdisk, "ab") as out:
-            out.write(b"\0" * ((-ramdisk.stat().st_size) % 4))
-            out.write(overlay.cpio_newc(ctx.overlay_dir, overlay_root(ctx)))
+        overlay.append_to_ramdisk(ramdisk, ctx.overlay_dir, overlay_root(ctx))
         ctx.logger.info(f"overlay appended to the ramdisk ({ramdisk.stat().st_size} bytes)")
 
 
