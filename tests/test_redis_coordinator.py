@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pytest
 
 redis = pytest.importorskip("redis")
 
+from conftest import wait_for  # noqa: E402
 from coordinator import RedisCoordinator  # noqa: E402
 from coordinator.redis_coordinator import group_keys  # noqa: E402
 from pipeline.errors import InfrastructureError, JobError  # noqa: E402
@@ -38,18 +38,6 @@ def _reachable(url: str) -> bool:
 
 
 pytestmark = pytest.mark.skipif(not _reachable(REDIS_URL), reason=f"no Redis at {REDIS_URL}")
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
-    """Re-check ``condition`` until it holds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture
