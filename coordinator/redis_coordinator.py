@@ -78,6 +78,7 @@ from pipeline.coordination import (
     check_members,
     check_name,
     check_timeout,
+    check_wait_all,
     describe_members,
     wait_until,
 )
@@ -524,13 +525,7 @@ class RedisMultinodeClient(_RedisBase):
         should_stop: StopCheck | None = None,
     ) -> dict[str, dict[str, str]]:
         call = "lava-wait-all"
-        check_name(message_id, f"{call} message id")
-        if role is not None:
-            check_name(role, f"{call} role")
-            if role not in self._members.values():
-                raise JobError(
-                    f"{call} '{message_id}': no member of group {self.group_id!r} has role {role!r}"
-                )
+        check_wait_all(message_id, role, self._members, self.group_id)
         others = self._others(role)
         fields = self._fields(message_id, others)
         seen: dict[str, dict[str, str]] = {}

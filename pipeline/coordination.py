@@ -66,6 +66,7 @@ __all__ = [
     "StopCheck",
     "check_data",
     "check_name",
+    "check_wait_all",
     "describe_members",
     "wait_until",
 ]
@@ -197,6 +198,16 @@ def check_timeout(call: str, timeout: float) -> float:
     if value != value:  # NaN
         raise JobError(f"{call}: timeout is not a number")
     return value
+
+
+def check_wait_all(message_id: str, role: str | None, members: Mapping[str, str], group_id: str) -> None:
+    """The arguments of lava-wait-all: a valid message id, and a role some member has."""
+    call = "lava-wait-all"
+    check_name(message_id, f"{call} message id")
+    if role is not None:
+        check_name(role, f"{call} role")
+        if role not in members.values():
+            raise JobError(f"{call} '{message_id}': no member of group {group_id!r} has role {role!r}")
 
 
 def describe_members(members: Iterable[str], roles: Mapping[str, str]) -> str:
@@ -393,13 +404,7 @@ class LocalMultinodeClient:
         should_stop: StopCheck | None = None,
     ) -> dict[str, dict[str, str]]:
         call = "lava-wait-all"
-        check_name(message_id, f"{call} message id")
-        if role is not None:
-            check_name(role, f"{call} role")
-            if role not in self._group.members.values():
-                raise JobError(
-                    f"{call} '{message_id}': no member of group {self.group_id!r} has role {role!r}"
-                )
+        check_wait_all(message_id, role, self._group.members, self.group_id)
         others = self._others(role)
 
         def check():
