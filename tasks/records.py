@@ -258,8 +258,9 @@ def read_logs(r: Any, job_ids: list[str], follow: bool = False, block_ms: int = 
     if len(job_ids) == 1:
         yield from read_log(r, job_ids[0], follow=follow, block_ms=block_ms)
         return
-    member_of = {log_key(job_id): r.hget(job_key(job_id), "member") or job_id for job_id in job_ids}
-    last = {log_key(job_id): "0-0" for job_id in job_ids}
+    job_of = {log_key(job_id): job_id for job_id in job_ids}
+    member_of = {key: r.hget(job_key(job_id), "member") or job_id for key, job_id in job_of.items()}
+    last = dict.fromkeys(job_of, "0-0")
     while last:
         if follow:
             answer = r.xread(dict(last), count=500, block=block_ms)
@@ -288,6 +289,6 @@ def read_logs(r: Any, job_ids: list[str], follow: bool = False, block_ms: int = 
             return
         # A job can end without its end marker (its key expired): drop streams of ended jobs.
         for key in list(last):
-            state = r.hget(job_key(key.removeprefix(PREFIX + "job:").removesuffix(":log")), "state")
+            state = r.hget(job_key(job_of[key]), "state")
             if (state is None or state in FINAL_STATES) and not r.xread({key: last[key]}, count=1):
                 del last[key]
