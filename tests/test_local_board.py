@@ -302,3 +302,18 @@ def test_pipeline_description_records_durations(tmp_path):
     names = [entry["name"] for entry in description["pipeline"]]
     assert names[:2] == ["minimal-boot", "lava-overlay"]
     assert all("duration" in entry for entry in description["pipeline"])
+
+
+def test_runner_raises_when_a_test_directory_is_missing(tmp_path):
+    """A board that cannot see a test's files must not report an empty, passing run."""
+    from pipeline.overlay import copy_scripts
+
+    copy_scripts(tmp_path)
+    stage = tmp_path / "0"
+    stage.mkdir()
+    (stage / "lava-test-runner.conf").write_text(f"{stage}/tests/0_gone\n")
+    result = subprocess.run(["sh", str(tmp_path / "bin" / "lava-test-runner"), str(stage)], capture_output=True,
+                            text=True, timeout=30)
+    raised = [line for line in result.stdout.splitlines() if line.startswith("<LAVA_SIGNAL_TESTRAISE 0_gone: ")]
+    assert len(raised) == 1 and raised[0].endswith("/run.sh is missing on the board>"), result.stdout
+    assert result.stdout.rstrip().endswith("<LAVA_TEST_RUNNER EXIT>")

@@ -365,14 +365,13 @@ class TftpDeployAction(Action):
         steps: list[Action] = [PrepareTftpDir()]
         steps += [DownloadRetry(key, spec, f"{place}.{key}", into_tftp=key != "nfsrootfs")
                   for key, spec in files.items()]
+        managed_nfs = False
         if params.nfsrootfs:
             steps.append(ExtractNfsRootfs())
             try:
-                managed = nfs.server_for(tftp_parameters(plan.device)) is not None
+                managed_nfs = nfs.server_for(tftp_parameters(plan.device)) is not None
             except ConfigurationError as exc:
                 raise_problem(place, f"the device's tftp parameters: {exc}")
-            if managed:
-                steps.append(NfsExport())
         lava_overlay = overlay_action(plan.stages_after(), params.os)
         uboot_ramdisk = params.ramdisk is not None and (params.ramdisk_type == "u-boot"
                                                         or params.ramdisk.header == "u-boot")
@@ -385,6 +384,9 @@ class TftpDeployAction(Action):
             steps.append(ApplyOverlayTftp())
             if uboot_ramdisk and not params.nfsrootfs:
                 steps.append(CompressRamdisk(str(plan.device.parameters.get("arch", "arm"))))
+        if managed_nfs:
+            # Exported once the root is complete (the overlay in it), before the board mounts it.
+            steps.append(NfsExport())
         self.internal(*steps)
 
 
