@@ -75,7 +75,9 @@ class ExpectShellSession(Action):
         connection = ctx.require_connection()
         prompts = prompts_of(self.params, ctx.device)
         ctx.logger.info(f"{self.name}: Wait for prompt. {self.timeout:g} seconds")
-        connection.expect(prompts, self.timeout, self.name, _failures())
+        failures = _failures() + [(re.escape(str(text)), InfrastructureError(f"the board reported: {text}"))
+                                  for text in ctx.device.constants.get("failure-messages") or []]
+        connection.expect(prompts, self.timeout, self.name, failures)
         # Kernel messages can land in the middle of a prompt: prove the shell answers
         # with a marker the command's own echo cannot match.
         status, _ = connection.run("true", self.connection_timeout, f"{self.name} (shell check)")
