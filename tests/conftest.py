@@ -54,21 +54,10 @@ import textwrap
 import os
 import subprocess
 import threading
-import time
 
 import yaml
 
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.05):
-    """Wait until condition() is true (returns its value) or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+from lab_helpers import wait_for  # noqa: F401 - one deadline wait for every test module
 
 
 def processes_matching(text: str) -> list[int]:

@@ -435,8 +435,11 @@ def test_flower_shows_every_task_of_a_job(lab):
         assert wait_final(lab, job_id, 30)["state"] == "Complete"
 
         def seen():
+            # Flower applies each task's events as they arrive: wait until all four tasks have a final state.
             tasks = [t for t in api("/api/tasks").values() if job_id in str(t.get("args"))]
-            return sorted((t["name"], t["state"]) for t in tasks) if len(tasks) == 4 else None
+            if len(tasks) < 4 or any(t["state"] not in ("SUCCESS", "FAILURE", "REVOKED") for t in tasks):
+                return None
+            return sorted((t["name"], t["state"]) for t in tasks)
         assert wait_for(seen, 60, "the job's tasks in Flower") == [
             ("tasks.action", "SUCCESS"), ("tasks.action", "SUCCESS"), ("tasks.finalize", "SUCCESS"),
             ("tasks.start", "SUCCESS")]

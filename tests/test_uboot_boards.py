@@ -616,7 +616,6 @@ def board_lab(lab):
 @pytest.mark.qemu
 @pytest.mark.lab
 def test_two_workers_boot_arm_boards_at_the_same_time(lab, board_lab, images, http_server):
-    from lab_helpers import wait_for as wait_until
     from tasks.records import get_job
     from tasks.scheduler import Lab as Scheduler
 
@@ -636,7 +635,7 @@ def test_two_workers_boot_arm_boards_at_the_same_time(lab, board_lab, images, ht
                                       definition_block("nfs", NFS_STEPS))).job_id for n in range(2)]
     final = {}
     for job_id in jobs:
-        final[job_id] = wait_until(lambda: (rec := get_job(board_lab.r(), job_id))["state"] in
+        final[job_id] = wait_for(lambda: (rec := get_job(board_lab.r(), job_id))["state"] in
                                    ("Complete", "Incomplete", "Canceled") and rec, 400, f"job {job_id}")
     assert {rec["state"] for rec in final.values()} == {"Complete"}, final
     assert {rec["board"] for rec in final.values()} == set(boards)
