@@ -637,9 +637,11 @@ def test_two_workers_boot_arm_boards_at_the_same_time(lab, board_lab, images, ht
     for job_id in jobs:
         final[job_id] = wait_for(lambda: (rec := get_job(board_lab.r(), job_id))["state"] in
                                    ("Complete", "Incomplete", "Canceled") and rec, 400, f"job {job_id}")
-    assert {rec["state"] for rec in final.values()} == {"Complete"}, final
-    assert {rec["board"] for rec in final.values()} == set(boards)
     runs = [JobRun(0, "", "", board_lab.base / "jobs" / job_id) for job_id in jobs]
+    assert {rec["state"] for rec in final.values()} == {"Complete"}, [
+        (rec.get("error"), "\n".join(str(r["msg"]) for r in run.log[-60:])) for rec, run in zip(final.values(), runs)
+        if rec["state"] != "Complete"]
+    assert {rec["board"] for rec in final.values()} == set(boards)
     for run in runs:
         assert run.case("root-is-nfs")["result"] == "pass"
     directories = [logged_directories(run, "TFTP")[0] for run in runs]
