@@ -22,8 +22,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c "import tasks.cli, celery, redis, pexpect, pydantic, flower" 2>/dev/null ||
-	! command -v lava-dispatch >/dev/null || ! command -v qemu-board >/dev/null || [ "${FORCE_PIP:-}" = 1 ]; then
+if ! "$PYTHON" -c "import tasks.cli, celery, redis, pexpect, flower" 2>/dev/null ||
+	! command -v lava-dispatch >/dev/null || ! command -v qemu-board >/dev/null || [ "${FORCE_PIP:-}" = 1 ] ||
+	[ pyproject.toml -nt "$("$PYTHON" -c "import importlib.metadata as m; print(m.distribution('lava-dispatch')._path)")" ]; then
 	echo "install-deps: pip install -e .[test]" >&2
 	"$PYTHON" -m pip install -q -e ".[test]"
 fi
+# An editable install is not byte-compiled: without .pyc files (or with
+# PYTHONDONTWRITEBYTECODE set) every command compiles its modules again.
+"$PYTHON" -m compileall -q pipeline tasks coordinator

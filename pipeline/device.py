@@ -10,14 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from pipeline.job import Duration, ProblemList, SafeName, _errors, load_yaml
+from pipeline.schema import Field, Model, ValidationError
 
 
-class Loose(BaseModel):
-    # Device dictionaries carry many keys for other tools: keep them.
-    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+class Loose(Model, extra="allow"):
+    """Device dictionaries carry many keys for other tools: keep them."""
 
 
 class DeviceCommands(Loose):

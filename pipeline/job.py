@@ -2,8 +2,8 @@
 
 Validation happens before anything runs and reports every problem at once,
 each with its place in the job (``actions[1].boot.method: ...``). The
-pydantic models below are the schema: ``job_json_schema()`` exports them
-for editors.
+models below (typed classes of ``pipeline.schema``) are the schema:
+``job_json_schema()`` exports them for editors.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-
+from pipeline.schema import BeforeValidator, Field, Model, ValidationError
 from pipeline.timeouts import parse_duration
 
 OPERATING_SYSTEMS = ("android", "ubuntu", "debian", "oe")
@@ -86,9 +85,8 @@ Os = Literal["android", "ubuntu", "debian", "oe"]
 Compression = Literal["gz", "bz2", "xz"]
 
 
-class Strict(BaseModel):
-    # defer_build: a model is compiled the first time a job uses it, not at start-up.
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
+class Strict(Model, extra="forbid"):
+    """A job's mapping: a misspelt key is an error, not silently ignored."""
 
 
 # ---------------------------------------------------------------- protocols
@@ -288,8 +286,8 @@ class TestBlock(ActionBase):
     definitions: list[dict[str, Any]] = Field(min_length=1)
 
 
-class SubmitBlock(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class SubmitBlock(Model, extra="allow"):
+    """Accepted as written: submit is ignored."""
 
 
 # ---------------------------------------------------------------- job
@@ -404,19 +402,9 @@ def format_place(loc: tuple[Any, ...] | list[Any], prefix: str = "") -> str:
     return text or "(job)"
 
 
-def _describe(error: dict[str, Any]) -> str:
-    kind = error["type"]
-    if kind == "missing":
-        return "required but missing"
-    if kind == "extra_forbidden":
-        return "unknown key"
-    message = error["msg"]
-    return message.removeprefix("Value error, ")
-
-
 def _errors(exc: ValidationError, prefix: str) -> list[str]:
-    """One line per pydantic error, each naming its place under prefix."""
-    return [f"{format_place(err['loc'], prefix)}: {_describe(err)}" for err in exc.errors()]
+    """One line per problem, each naming its place under prefix."""
+    return [f"{format_place(err['loc'], prefix)}: {err['msg']}" for err in exc.errors()]
 
 
 def load_yaml(text: str, what: str = "job") -> Any:
@@ -434,7 +422,7 @@ def load_yaml(text: str, what: str = "job") -> Any:
         raise ProblemList([f"{what} YAML: {exc}"]) from None
 
 
-def _validate_model(model: type[BaseModel], data: Any, place: str, problems: list[str]) -> Any:
+def _validate_model(model: type[Model], data: Any, place: str, problems: list[str]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -455,7 +443,8 @@ def _single_key(item: Any, place: str, allowed: tuple[str, ...], problems: list[
 
 def _parse_action(kind: str, body: Any, place: str, problems: list[str], in_repeat: bool) -> ActionBlock | None:
     if kind == "submit":
-        return ActionBlock("submit", SubmitBlock.model_validate(body or {}), place, body or {})
+        params = _validate_model(SubmitBlock, body or {}, place, problems)
+        return None if params is None else ActionBlock("submit", params, place, body or {})
     if not isinstance(body, dict):
         problems.append(f"{place}: expected a mapping of parameters")
         return None
@@ -736,7 +725,7 @@ class _JobSchema(JobHeader):
 
 def job_json_schema() -> dict[str, Any]:
     """The job format as JSON Schema, for editors."""
-    schema = _JobSchema.model_json_schema(by_alias=True)
+    schema = _JobSchema.model_json_schema()
     schema["title"] = "lava-dispatch job"
     schema["properties"].pop("definitions_format")
     item = schema["$defs"]["_ActionItemSchema"]
