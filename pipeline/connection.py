@@ -57,8 +57,11 @@ class TargetLog:
 
 class ShellConnection:
     def __init__(self, argv: Sequence[str], ctx: JobContext, what: str, cwd: str | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, hard_stop: bool = False):
         self.what = what
+        # An emulator the job started is powered off by killing it, as a power cut would:
+        # its disks are the job's copies, and a graceful exit only makes the job wait.
+        self.hard_stop = hard_stop
         self.ctx = ctx
         self.log = TargetLog(ctx.logger.target)
         self.counter = 0
@@ -149,7 +152,7 @@ class ShellConnection:
         if self.child.isalive():
             # A hang-up ends interactive shells, which ignore SIGTERM.
             try:
-                os.killpg(self.child.pid, signal.SIGHUP)
+                os.killpg(self.child.pid, signal.SIGKILL if self.hard_stop else signal.SIGHUP)
             except ProcessLookupError:
                 pass
             kill_group(self.child.pid, grace=1.0)

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pipeline.action import Action, ActionTimeout, Deadlines, JobTimeout
 from pipeline.errors import Canceled, ConfigurationError, InfrastructureError, TestError
-from pipeline.fileserver import FileServer
 from pipeline.log import JobLogger
 
 if TYPE_CHECKING:
     from pipeline.connection import ShellConnection
     from pipeline.coordination import MultinodeClient
     from pipeline.device import Device
+    from pipeline.fileserver import FileServer
     from pipeline.job import Job
     from pipeline.overlay import StageTest
     from pipeline.processes import ProcessRegistry
@@ -145,6 +145,8 @@ class JobContext:
             raise ConfigurationError("the device has no parameters.dispatcher_ip: the board cannot fetch "
                                      "files from the dispatcher")
         if self.file_server is None:
+            from pipeline.fileserver import FileServer  # http.server costs 40 ms at start-up: only when used
+
             self.file_server = FileServer(str(self.device.parameters.get("file_server_bind", "127.0.0.1")))
         return self.file_server.publish(path, str(host))
 

@@ -317,3 +317,24 @@ def test_runner_raises_when_a_test_directory_is_missing(tmp_path):
     raised = [line for line in result.stdout.splitlines() if line.startswith("<LAVA_SIGNAL_TESTRAISE 0_gone: ")]
     assert len(raised) == 1 and raised[0].endswith("/run.sh is missing on the board>"), result.stdout
     assert result.stdout.rstrip().endswith("<LAVA_TEST_RUNNER EXIT>")
+
+
+def test_lava_test_case_never_changes_the_test_shell(tmp_path):
+    """run.sh calls lava-test-case as a function: it must still behave like a command of its own."""
+    run = run_job(tmp_path, local_job([
+        "lava-test-case exits --shell exit 3",
+        "lava-test-case cd-away --shell cd /",
+        "lava-test-case cwd-kept --shell test -f run.sh",
+        "NAME=keep; lava-test-case bad/name --result pass; lava-test-case bad-result --result maybe",
+        "lava-test-case name-kept --shell test \"$NAME\" = keep",
+        "printf 'lava-test-case from-a-script --result pass --measurement 3\\n' > s.sh && sh s.sh",
+        "command -v lava-test-case >/dev/null && lava-test-case on-path --result pass",
+    ]), "local01")
+    assert run.code == 0, run.stderr
+    # `exit` ends lava-test-case itself (as a command of its own, without a result), never run.sh.
+    assert run.case("cd-away")["result"] == "pass"
+    assert run.case("cwd-kept")["result"] == "pass"
+    assert run.case("name-kept")["result"] == "pass"
+    assert run.case("from-a-script")["measurement"] == 3
+    assert run.case("on-path")["result"] == "pass"
+    assert not [r for r in run.results if r["case"] in ("exits", "bad/name", "bad-result")]

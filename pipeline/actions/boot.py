@@ -173,7 +173,7 @@ class CallQemuAction(Action):
     def run(self, ctx: JobContext) -> None:
         argv = self.command(ctx)
         ctx.logger.info("QEMU command: " + " ".join(shlex.quote(part) for part in argv))
-        ctx.connection = ShellConnection(argv, ctx, "qemu", cwd=str(ctx.workdir))
+        ctx.connection = ShellConnection(argv, ctx, "qemu", cwd=str(ctx.workdir), hard_stop=True)
 
     def cleanup(self, ctx: JobContext) -> None:
         ctx.close_connection()
