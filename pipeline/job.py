@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pipeline.schema import BeforeValidator, Field, Model, ValidationError
-from pipeline.timeouts import parse_duration
+from pipeline.timeouts import SHORT_FORM, UNIT_SECONDS, parse_duration
 
 OPERATING_SYSTEMS = ("android", "ubuntu", "debian", "oe")
 COMPRESSIONS = ("gz", "bz2", "xz")
@@ -78,7 +78,18 @@ def _role_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
+# What a job file may hold where a converter takes more than the converted type (for editors).
+DURATION_INPUT = {"anyOf": [
+    {"type": "object", "properties": {unit: {"type": "number", "minimum": 0} for unit in UNIT_SECONDS},
+     "additionalProperties": False, "minProperties": 1},
+    {"type": "string", "pattern": SHORT_FORM.pattern}]}
+
+
+def _or_string(own: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [{"type": "string"}, own]}
+
+
+Duration = Annotated[float, BeforeValidator(_duration, lambda own: DURATION_INPUT)]
 Url = Annotated[str, BeforeValidator(_url)]
 SafeName = Annotated[str, BeforeValidator(_safe_name)]
 Os = Literal["android", "ubuntu", "debian", "oe"]
@@ -138,7 +149,8 @@ def _protocol_calls(value: Any) -> Any:
 
 
 class ActionProtocols(Strict):
-    lava_multinode: Annotated[list[ProtocolCall], BeforeValidator(_protocol_calls)] = Field(
+    lava_multinode: Annotated[list[ProtocolCall], BeforeValidator(
+        _protocol_calls, lambda own: {"anyOf": [own["items"], own]})] = Field(
         [], alias="lava-multinode"
     )
 
@@ -153,7 +165,7 @@ class ActionBase(Strict):
     timeouts: dict[str, Duration] | None = None
     failure_retry: int | None = Field(None, ge=1, le=100)
     repeat: int | None = Field(None, ge=1, le=1000)
-    role: Annotated[list[str], BeforeValidator(_role_list)] | None = None
+    role: Annotated[list[str], BeforeValidator(_role_list, _or_string)] | None = None
     protocols: ActionProtocols | None = None
     # LAVA 2023 keys that change nothing here; accepted so its jobs load.
     namespace: str | None = None
@@ -181,7 +193,7 @@ def _image_spec(value: Any) -> Any:
     return {"url": value} if isinstance(value, str) else value
 
 
-FileRef = Annotated[ImageSpec, BeforeValidator(_image_spec)]
+FileRef = Annotated[ImageSpec, BeforeValidator(_image_spec, _or_string)]
 
 
 class DeployTmpfs(ActionBase):
@@ -243,7 +255,7 @@ def _prompt_list(value: Any) -> Any:
 
 
 class BootBase(ActionBase):
-    prompts: Annotated[list[str], BeforeValidator(_prompt_list)] | None = None
+    prompts: Annotated[list[str], BeforeValidator(_prompt_list, _or_string)] | None = None
     auto_login: AutoLogin | None = None
     media: str | None = None
 
@@ -307,7 +319,8 @@ class JobTimeouts(Strict):
 class JobHeader(Strict):
     job_name: str = Field(min_length=1, max_length=200)
     device_type: SafeName | None = None
-    priority: Annotated[int, BeforeValidator(_priority)] = Field(50, ge=0, le=100)
+    priority: Annotated[int, BeforeValidator(
+        _priority, lambda own: {"anyOf": [own, {"enum": list(PRIORITY_NAMES)}]})] = Field(50, ge=0, le=100)
     timeouts: JobTimeouts
     protocols: JobProtocols | None = None
     actions: list[Any] = Field(min_length=1)

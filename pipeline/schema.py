@@ -57,12 +57,20 @@ class Field:
 
 
 class BeforeValidator:
-    """``Annotated`` metadata: ``func`` turns the raw value into one the type accepts, or raises ValueError."""
+    """``Annotated`` metadata: ``func`` turns the raw value into one the type accepts, or raises ValueError.
 
-    __slots__ = ("func",)
+    ``input_schema`` describes, for editors, what a file may hold here: it is
+    given the converted type's own JSON Schema and returns the schema of the
+    forms ``func`` takes (a duration mapping for a number of seconds, a URL
+    string as well as a mapping). Without it, the type's own schema is used.
+    """
 
-    def __init__(self, func: Callable[[Any], Any]):
+    __slots__ = ("func", "input_schema")
+
+    def __init__(self, func: Callable[[Any], Any],
+                 input_schema: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         self.func = func
+        self.input_schema = input_schema
 
 
 class ValidationError(ValueError):
@@ -267,8 +275,9 @@ class _ModelNode(_Node):
 
 
 class _BeforeNode(_Node):
-    def __init__(self, func: Callable[[Any], Any], inner: _Node):
-        self.func = func
+    def __init__(self, validator: BeforeValidator, inner: _Node):
+        self.func = validator.func
+        self.input_schema = validator.input_schema
         self.inner = inner
         self.what = inner.what
 
@@ -281,7 +290,8 @@ class _BeforeNode(_Node):
         return self.inner.validate(value, loc, errors)
 
     def json_schema(self, defs):
-        return self.inner.json_schema(defs)
+        own = self.inner.json_schema(defs)
+        return self.input_schema(own) if self.input_schema else own
 
 
 class _ConstrainedNode(_Node):
@@ -350,7 +360,7 @@ def _node_for(tp: Any) -> _Node:
         for meta in args[1:]:  # the last validator is outermost: it runs first, as in pydantic
             if not isinstance(meta, BeforeValidator):
                 raise TypeError(f"unsupported Annotated metadata {meta!r}")
-            node = _BeforeNode(meta.func, node)
+            node = _BeforeNode(meta, node)
         return node
     elif origin is Literal:
         return _LiteralNode(args)

@@ -311,3 +311,22 @@ def test_schema_is_json_schema_of_the_job():
     assert result.code == 0
     assert {"job_name", "timeouts", "actions"} <= set(schema["properties"])
     assert "job_name" in schema["required"]
+
+
+def test_every_sample_job_matches_the_exported_schema():
+    """An editor using `lava-dispatch schema` must accept what the dispatcher accepts (and flag a typo)."""
+    import json
+
+    import jsonschema
+    schema = json.loads(run_cli("schema").out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    jobs = sorted(SAMPLES.glob("*.yaml"))
+    assert jobs
+    for path in jobs:
+        errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(
+            yaml.safe_load(path.read_text()))]
+        assert errors == [], path.name
+    typo = yaml.safe_load((SAMPLES / jobs[0].name).read_text())
+    typo["timeouts"]["job"] = {"minutse": 5}
+    assert list(validator.iter_errors(typo))
