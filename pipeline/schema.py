@@ -451,11 +451,7 @@ class Model:
             cls._extra = extra
 
     def __init__(self, **data: Any):
-        errors: list[dict[str, Any]] = []
-        attrs = type(self)._attrs(data, (), errors)
-        if attrs is None:
-            raise ValidationError(type(self).__name__, errors)
-        self.__dict__.update(attrs)
+        self.__dict__.update(type(self)._checked_attrs(data))
 
     # -------------------------------------------------------- validation
 
@@ -497,6 +493,15 @@ class Model:
         return attrs if len(errors) == before else None
 
     @classmethod
+    def _checked_attrs(cls, data: Any) -> dict[str, Any]:
+        """The instance attributes for ``data``, or ValidationError with every problem."""
+        errors: list[dict[str, Any]] = []
+        attrs = cls._attrs(data, (), errors)
+        if attrs is None:
+            raise ValidationError(cls.__name__, errors)
+        return attrs
+
+    @classmethod
     def _build(cls, attrs: dict[str, Any]) -> Model:
         obj = cls.__new__(cls)
         obj.__dict__.update(attrs)
@@ -507,11 +512,7 @@ class Model:
         """A checked instance of ``data`` (a mapping); ValidationError lists every problem."""
         if isinstance(data, cls):
             return data
-        errors: list[dict[str, Any]] = []
-        attrs = cls._attrs(data, (), errors)
-        if attrs is None:
-            raise ValidationError(cls.__name__, errors)
-        return cls._build(attrs)
+        return cls._build(cls._checked_attrs(data))
 
     # -------------------------------------------------------- instances
 

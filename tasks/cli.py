@@ -144,8 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
@@ -160,19 +162,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
 
 
-# Commands that are over once main() returns: their job is finalized, their files written and closed.
+# Commands that are over once they return: their job is finalized, their files written and closed.
 FINISHED_WHEN_RETURNED = ("run", "validate", "schema")
 
 
 def console() -> None:
-    """The ``lava-dispatch`` command: main(), then exit.
+    """The ``lava-dispatch`` command: run it, then exit.
 
     After a local run nothing is left to release, so the interpreter's own
     teardown (tens of milliseconds of freeing modules) is skipped.
     """
-    code = main()
-    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), "")
-    if command in FINISHED_WHEN_RETURNED:
+    args = build_parser().parse_args()
+    code = run_command(args)
+    if args.command in FINISHED_WHEN_RETURNED:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
