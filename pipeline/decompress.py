@@ -99,12 +99,18 @@ class Decompressor:
             return
         if self.trailing:
             return
-        if not self.engine.eof:
+        if self.engine.eof:
+            self.tail += data
+        else:
             yield from self._pieces(data)
-            return
-        self.tail += data
+        yield from self._next_streams(final=False)
+
+    def _next_streams(self, final: bool) -> Iterator[bytes]:
+        """Start the stream that follows a finished one, once its first bytes tell whether there is one."""
         magic = MAGIC[self.compression]
-        while self.engine.eof and len(self.tail) >= len(magic):
+        while self.engine.eof and self.tail and not self.trailing:
+            if len(self.tail) < len(magic) and not final:
+                return
             if not self.tail.startswith(magic):
                 self.trailing, self.tail = True, b""
                 return
@@ -115,6 +121,9 @@ class Decompressor:
     def end(self) -> Iterator[bytes]:
         """What is left once the input is over; a JobError if the data stops mid-stream."""
         if self.engine is None or self.trailing:
+            return
+        yield from self._next_streams(final=True)
+        if self.trailing:
             return
         if not isinstance(self.engine, _FED_ON_EMPTY) and not self.engine.eof:
             yield from self._pieces(b"")  # output zlib held back for lack of room
