@@ -100,7 +100,7 @@ class _BoundedTarInfo(tarfile.TarInfo):
             number, _, buf = buf.partition(b"\n")
             sparse.append(int(number))
         next.offset_data = archive.fileobj.tell()
-        next.sparse = list(zip(sparse[::2], sparse[1::2]))
+        next.sparse = list(zip(sparse[::2], sparse[1::2], strict=True))
 
 
 @contextlib.contextmanager

@@ -136,6 +136,21 @@ def test_tar_metadata_too_big_to_be_real_is_refused(tmp_path):
         safe_extract(tarball, tmp_path / "root", "rootfs")
 
 
+@pytest.mark.parametrize("options", [["--format=gnu"], ["--format=posix"], ["--format=posix", "--sparse-version=0.1"]])
+def test_sparse_files_in_a_root_filesystem_still_unpack(tmp_path, options):
+    # Thirty islands of data: more than the old GNU header holds, so its extension headers are read too.
+    source = tmp_path / "tree"
+    source.mkdir()
+    with open(source / "lastlog", "wb") as out:
+        for n in range(30):
+            out.seek(n * 256 * 1024)
+            out.write(f"island {n}".encode())
+    tarball = tmp_path / "rootfs.tar.gz"
+    subprocess.run(["tar", "--sparse", *options, "-czf", str(tarball), "-C", str(source), "lastlog"], check=True)
+    assert safe_extract(tarball, tmp_path / "root", "nfsrootfs") == 1
+    assert (tmp_path / "root" / "lastlog").read_bytes() == (source / "lastlog").read_bytes()
+
+
 def definition_job(repository: str, kind: str) -> str:
     return textwrap.dedent(f"""\
         device_type: local-shell
