@@ -1,36 +1,51 @@
 """Downloads: http(s) through requests, file:// through the file system.
 
-Decompression happens only when the job asks for it; checksums are
-checked when given; progress is logged as percent and MB/s; a size limit
-protects the worker's disk.
+Decompression happens only when the job asks for it, streamed and bounded
+(pipeline/decompress.py); checksums are checked when given; progress is
+logged as percent and MB/s; limits on the bytes fetched and on the bytes
+written protect the worker's disk (pipeline/limits.py).
+
+Which host files a file:// URL may name is the worker's choice: a lab
+worker reads none unless ``LAVA_DISPATCH_FILE_ROOTS`` names directories,
+a local ``lava-dispatch run`` reads any file its user can, unless the
+same variable narrows it.
 """
 
 from __future__ import annotations
 
-import bz2
 import hashlib
-import lzma
 import os
 import shutil
 import time
-import zlib
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlparse
 
-
+from pipeline import limits
+from pipeline.decompress import CHUNK, decompress_chunks, file_chunks
 from pipeline.errors import InfrastructureError, JobError
-
-CHUNK = 1024 * 1024
-DEFAULT_SIZE_LIMIT = int(os.environ.get("LAVA_DISPATCH_DOWNLOAD_LIMIT", str(8 * 1024**3)))
+from pipeline.limits import Bound
 
 
-def file_roots_from_env() -> list[Path] | None:
-    """The roots a lab worker may read file:// URLs from (``LAVA_DISPATCH_FILE_ROOTS``, colon separated)."""
+def file_roots_from_env(*, lab: bool = False) -> list[Path] | None:
+    """The directories file:// URLs and local git repositories may name (None: any readable path).
+
+    ``LAVA_DISPATCH_FILE_ROOTS`` (colon separated) sets them. Unset, a lab
+    worker (``lab=True``) may read no host file at all, and a local run any.
+    """
     value = os.environ.get("LAVA_DISPATCH_FILE_ROOTS")
     if value is None:
-        return None
-    return [Path(item).resolve() for item in value.split(":") if item]
+        return [] if lab else None
+    return [Path(os.path.realpath(item)) for item in value.split(":") if item]
+
+
+def confined(path: str, roots: list[Path] | None, what: str, kind: str = "file:// URLs") -> Path:
+    """``path`` with its symbolic links resolved, refused unless it is under one of ``roots``."""
+    real = Path(os.path.realpath(path))
+    if roots is not None and not any(real == root or root in real.parents for root in roots):
+        allowed = ", ".join(str(root) for root in roots) or "none (LAVA_DISPATCH_FILE_ROOTS is not set)"
+        raise JobError(f"{what}: {kind} on this worker must be under {allowed}")
+    return real
 
 
 def local_path(url: str, roots: list[Path] | None) -> Path:
@@ -38,10 +53,7 @@ def local_path(url: str, roots: list[Path] | None) -> Path:
     parsed = urlparse(url)
     if parsed.netloc not in ("", "localhost"):
         raise JobError(f"{url}: a file:// URL names a local path (file:///path)")
-    path = Path(unquote(parsed.path)).resolve()
-    if roots is not None and not any(path == root or root in path.parents for root in roots):
-        allowed = ", ".join(str(root) for root in roots) or "none"
-        raise JobError(f"{url}: file:// URLs on this worker must be under {allowed}")
+    path = confined(unquote(parsed.path), roots, url)
     if not path.is_file():
         raise JobError(f"{url}: no such file")
     if not os.access(path, os.R_OK):
@@ -49,38 +61,12 @@ def local_path(url: str, roots: list[Path] | None) -> Path:
     return path
 
 
-class Decompressor:
-    def __init__(self, compression: str | None):
-        self.compression = compression
-        if compression == "gz":
-            self.engine = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif compression == "bz2":
-            self.engine = bz2.BZ2Decompressor()
-        elif compression == "xz":
-            self.engine = lzma.LZMADecompressor()
-        else:
-            self.engine = None
-
-    def feed(self, data: bytes) -> bytes:
-        if self.engine is None:
-            return data
-        try:
-            return self.engine.decompress(data)
-        except (OSError, EOFError, zlib.error, lzma.LZMAError) as exc:
-            raise JobError(f"the file is not valid {self.compression} data: {exc}") from None
-
-    def finish(self) -> bytes:
-        # Only zlib keeps bytes back until the end; bz2 and lzma return them as they go.
-        return self.engine.flush() if self.compression == "gz" else b""
-
-
 def _chunks_from_file(path: Path) -> tuple[int, Iterator[bytes]]:
     size = path.stat().st_size
 
     def read() -> Iterator[bytes]:
         with open(path, "rb") as handle:
-            while chunk := handle.read(CHUNK):
-                yield chunk
+            yield from file_chunks(handle)
 
     return size, read()
 
@@ -89,14 +75,16 @@ def _chunks_from_http(url: str, timeout: float) -> tuple[int, Iterator[bytes]]:
     import requests  # only jobs that download over HTTP pay for importing it
 
     try:
+        # identity: the bytes as published, which is what the checksums are of.
         response = requests.get(url, stream=True, timeout=(min(timeout, 30), min(timeout, 60)),
-                                allow_redirects=True)
+                                allow_redirects=True, headers={"Accept-Encoding": "identity"})
     except requests.RequestException as exc:
         raise InfrastructureError(f"{url}: cannot download: {type(exc).__name__}: {exc}") from None
     if response.status_code != 200:
         response.close()
         raise InfrastructureError(f"{url}: HTTP {response.status_code} {response.reason}")
-    size = int(response.headers.get("content-length") or 0)
+    length = response.headers.get("content-length") or "0"
+    size = int(length) if length.isdigit() else 0
 
     def read() -> Iterator[bytes]:
         try:
@@ -111,43 +99,68 @@ def _chunks_from_http(url: str, timeout: float) -> tuple[int, Iterator[bytes]]:
 
 def download(url: str, destination: Path, *, compression: str | None = None, md5sum: str | None = None,
              sha256sum: str | None = None, roots: list[Path] | None = None, timeout: float = 300.0,
-             size_limit: int = DEFAULT_SIZE_LIMIT, log: Callable[[str], None] = lambda _: None,
-             check: Callable[[], None] = lambda: None) -> Path:
+             size_limit: Bound | None = None, output_limit: Bound | None = None,
+             log: Callable[[str], None] = lambda _: None, check: Callable[[], None] = lambda: None) -> Path:
     """Fetch ``url`` to ``destination`` (decompressed if asked); return the path.
 
-    Checksums are of the file as published (before decompression), as in LAVA.
+    Checksums are of the file as published (before decompression), as in
+    LAVA. ``size_limit`` bounds the bytes fetched (default
+    LAVA_DISPATCH_MAX_DOWNLOAD_BYTES), ``output_limit`` the bytes written
+    (default LAVA_DISPATCH_MAX_IMAGE_BYTES). On any error nothing is left
+    at ``destination`` nor beside it.
     """
+    size_limit = size_limit or limits.download_bytes()
+    output_limit = output_limit or limits.image_bytes()
     if url.startswith("file://"):
         source = local_path(url, roots)
-        if not (compression or md5sum or sha256sum) and source.stat().st_size <= size_limit:
-            return _copy_local(source, destination, log)
         size, chunks = _chunks_from_file(source)
+        if not (compression or md5sum or sha256sum) and size <= min(size_limit.value, output_limit.value):
+            return _copy_local(source, destination, log)
     elif url.startswith(("http://", "https://")):
         size, chunks = _chunks_from_http(url, timeout)
     else:
         raise JobError(f"{url}: unsupported URL scheme")
-    if size > size_limit:
-        raise JobError(f"{url}: {size} bytes is over the download limit of {size_limit} bytes")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".part")
+    started = time.monotonic()
+    try:
+        size_limit.check(size, url, "is")
+        received = _fetch(url, chunks, size, partial, compression, md5sum, sha256sum, size_limit, output_limit,
+                          log, check)
+        partial.replace(destination)
+    except BaseException:
+        if hasattr(chunks, "close"):
+            chunks.close()  # the HTTP response
+        partial.unlink(missing_ok=True)
+        raise
+    elapsed = max(time.monotonic() - started, 1e-6)
+    log(f"{received / 1e6:.1f} MB in {elapsed:.2f} s ({received / 1e6 / elapsed:.1f} MB/s)"
+        + (f", {compression}-decompressed to {destination.stat().st_size / 1e6:.1f} MB" if compression else ""))
+    return destination
+
+
+def _fetch(url: str, chunks: Iterator[bytes], size: int, partial: Path, compression: str | None,
+           md5sum: str | None, sha256sum: str | None, size_limit: Bound, output_limit: Bound,
+           log: Callable[[str], None], check: Callable[[], None]) -> int:
+    """Write ``chunks`` to ``partial`` (decompressed, bounded, hashed); return the bytes received."""
     # Hash only what the job asked to check: sha256 alone costs seconds on a large image.
     md5 = hashlib.md5() if md5sum else None
     sha256 = hashlib.sha256() if sha256sum else None
-    decompressor = Decompressor(compression)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".part")
-    started = last_report = time.monotonic()
     received = 0
+    started = last_report = time.monotonic()
     next_percent = 0
-    with open(partial, "wb") as out:
+
+    def counted() -> Iterator[bytes]:
+        nonlocal received, last_report, next_percent
         for chunk in chunks:
             check()
             received += len(chunk)
-            if received > size_limit:
-                raise JobError(f"{url}: more than the download limit of {size_limit} bytes")
+            size_limit.check(received, url, "is")
             if md5:
                 md5.update(chunk)
             if sha256:
                 sha256.update(chunk)
-            out.write(decompressor.feed(chunk))
+            yield chunk
             now = time.monotonic()
             if size and received * 100 // size >= next_percent and now - last_report > 0.5:
                 percent = received * 100 // size
@@ -155,16 +168,12 @@ def download(url: str, destination: Path, *, compression: str | None = None, md5
                     f"{received / 1e6 / max(now - started, 1e-6):.1f} MB/s)")
                 next_percent = percent + 5
                 last_report = now
-        out.write(decompressor.finish())
-    if md5:
-        _verify(url, "md5sum", md5sum, md5.hexdigest(), partial)
-    if sha256:
-        _verify(url, "sha256sum", sha256sum, sha256.hexdigest(), partial)
-    partial.replace(destination)
-    elapsed = max(time.monotonic() - started, 1e-6)
-    log(f"{received / 1e6:.1f} MB in {elapsed:.2f} s ({received / 1e6 / elapsed:.1f} MB/s)"
-        + (f", {compression}-decompressed to {destination.stat().st_size / 1e6:.1f} MB" if compression else ""))
-    return destination
+
+    with open(partial, "wb") as out:
+        for piece in decompress_chunks(counted(), compression, output_limit, url):
+            out.write(piece)
+    _verify(url, md5sum, md5, sha256sum, sha256)
+    return received
 
 
 def _copy_local(source: Path, destination: Path, log: Callable[[str], None]) -> Path:
@@ -172,15 +181,19 @@ def _copy_local(source: Path, destination: Path, log: Callable[[str], None]) -> 
     started = time.monotonic()
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".part")
-    shutil.copyfile(source, partial)
-    partial.replace(destination)
+    try:
+        shutil.copyfile(source, partial)
+        partial.replace(destination)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     size = destination.stat().st_size
     elapsed = max(time.monotonic() - started, 1e-6)
     log(f"{size / 1e6:.1f} MB copied from {source} in {elapsed:.2f} s ({size / 1e6 / elapsed:.1f} MB/s)")
     return destination
 
 
-def _verify(url: str, kind: str, expected: str | None, actual: str, partial: Path) -> None:
-    if expected and expected.lower() != actual:
-        partial.unlink(missing_ok=True)
-        raise JobError(f"{url}: {kind} mismatch: expected {expected}, got {actual}")
+def _verify(url: str, md5sum: str | None, md5: Any, sha256sum: str | None, sha256: Any) -> None:
+    for kind, expected, digest in (("md5sum", md5sum, md5), ("sha256sum", sha256sum, sha256)):
+        if expected and expected.lower() != digest.hexdigest():
+            raise JobError(f"{url}: {kind} mismatch: expected {expected}, got {digest.hexdigest()}")

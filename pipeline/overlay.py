@@ -29,7 +29,11 @@ from typing import Any
 
 import yaml
 
+from pipeline import safefs
 from pipeline.errors import JobError
+from pipeline.job import SAFE_LOADER
+from pipeline.limits import TESTDEF_FILE_BYTES
+from pipeline.multinode import SHELL_NAME
 
 SCRIPTS_DIR = Path(__file__).parent / "overlay_scripts"
 INSTALLERS = {"debian": "apt-get install -y", "ubuntu": "apt-get install -y"}
@@ -58,29 +62,53 @@ def results_dir(template: str, job_id: str) -> str:
 
 
 def copy_scripts(root: Path) -> None:
-    bin_dir = root / "bin"
-    bin_dir.mkdir(parents=True, exist_ok=True)
     for script in sorted(SCRIPTS_DIR.iterdir()):
         if script.name.startswith("lava-"):
-            target = bin_dir / script.name
-            shutil.copyfile(script, target)
-            target.chmod(0o755)
+            safefs.write_under(root, f"bin/{script.name}", script.read_bytes(), "overlay", mode=0o755,
+                               make_parents=True)
+
+
+def exports(values: dict[Any, Any], place: str) -> list[str]:
+    """``export NAME='value'`` lines; a name that is not a shell variable name is refused."""
+    lines = []
+    for key, value in values.items():
+        if not isinstance(key, str) or not SHELL_NAME.match(key):
+            raise JobError(f"{place}: {str(key)!r} is not a shell variable name (letters, digits, '_')")
+        lines.append(f"export {key}={shlex.quote(str(value))}\n")
+    return lines
 
 
 def write_environment(root: Path, values: dict[str, str]) -> None:
-    lines = [f"export {key}={shlex.quote(str(value))}\n" for key, value in sorted(values.items())]
-    (root / "environment").write_text("".join(lines))
+    lines = exports(dict(sorted(values.items())), "environment")
+    safefs.write_under(root, "environment", "".join(lines), "overlay")
 
 
-def load_testdef(path: Path, place: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise JobError(f"{place}: the test definition {path.name!r} does not exist in the repository")
+def locate_testdef(root: Path, relpath: str, place: str) -> str:
+    """The path of a definition file under ``root`` with its links resolved; refused if they lead out."""
+    return safefs.resolve_under(root, relpath, f"{place}.path")
+
+
+def load_testdef(root: Path, relpath: str, place: str) -> dict[str, Any]:
+    """Read and check the definition ``relpath`` of a fetched repository, never through a link out of it.
+
+    An error quotes no line of the file: a file:// definition may be any
+    file the worker can read.
+    """
+    data = safefs.read_under(root, locate_testdef(root, relpath, place), f"{place}.path", TESTDEF_FILE_BYTES)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise JobError(f"{place}: the test definition is not valid YAML: {exc}") from None
-    check_testdef(data, place)
-    return data
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise JobError(f"{place}: the test definition is not UTF-8 text (byte {exc.start})") from None
+    try:
+        parsed = yaml.load(text, Loader=SAFE_LOADER)  # a safe loader (C when available)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise JobError(f"{place}: the test definition is not valid YAML{where}") from None
+    except yaml.YAMLError:
+        raise JobError(f"{place}: the test definition is not valid YAML") from None
+    check_testdef(parsed, place)
+    return parsed
 
 
 def check_testdef(data: Any, place: str) -> None:
@@ -96,6 +124,18 @@ def check_testdef(data: Any, place: str) -> None:
     install = data.get("install") or {}
     if not isinstance(install, dict):
         raise JobError(f"{place}.install: expected a mapping with steps and/or deps")
+    deps = install.get("deps") or []
+    if not isinstance(deps, list):
+        raise JobError(f"{place}.install.deps: expected a list of package names")
+    for index, dep in enumerate(deps):
+        # A leading '-' would be an option of the package manager, not a package.
+        if not isinstance(dep, (str, int, float)) or not str(dep).strip() or str(dep).startswith("-"):
+            raise JobError(f"{place}.install.deps[{index}]: not a package name")
+    for key in ("params", "parameters"):
+        values = data.get(key) or {}
+        if not isinstance(values, dict):
+            raise JobError(f"{place}.{key}: expected a mapping of names to values")
+        exports(values, f"{place}.{key}")
     parse = data.get("parse") or {}
     if not isinstance(parse, dict):
         raise JobError(f"{place}.parse: expected a mapping with pattern and fixupdict")
@@ -110,38 +150,49 @@ def check_testdef(data: Any, place: str) -> None:
 
 
 def write_test(stage_dir: Path, stage: int, index: int, name: str, testdef: dict[str, Any],
-               source_dir: Path | None, params: dict[str, Any], os_name: str | None, test_root: str) -> StageTest:
-    """Lay out one definition: its files, install.sh and run.sh."""
+               source_dir: Path | None, params: dict[str, Any], os_name: str | None, test_root: str,
+               place: str = "definition") -> StageTest:
+    """Lay out one definition: its files, install.sh and run.sh.
+
+    Job data enters the scripts only as shell words (shlex.quote); the
+    files are written through safefs, never through a link of the
+    definition's own tree.
+    """
     suite = f"{index}_{name}"
     directory = stage_dir / "tests" / suite
     if source_dir is not None:
+        # Links are copied as links, never followed (safefs refuses to write through them below).
         shutil.copytree(source_dir, directory, symlinks=True, ignore=shutil.ignore_patterns(".git"))
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "testdef.yaml").write_text(yaml.safe_dump(testdef, sort_keys=False))
-    (directory / "uuid").write_text(f"{uuid.uuid4()}\n")
+
+    def write(relpath: str, text: str, mode: int = 0o644) -> None:
+        safefs.write_under(directory, relpath, text, place, mode=mode)
+
+    write("testdef.yaml", yaml.safe_dump(testdef, sort_keys=False))
+    write("uuid", f"{uuid.uuid4()}\n")
     on_target = f"{test_root}/{stage}/tests/{suite}"
-    exports = []
     defaults = testdef.get("params") or testdef.get("parameters") or {}
-    for key, value in {**defaults, **params}.items():
-        exports.append(f"export {key}={shlex.quote(str(value))}\n")
+    exported = exports({**defaults, **params}, f"{place}.params")
     install = testdef.get("install") or {}
-    install_lines = [f"cd {shlex.quote(on_target)}\n"] + exports
-    deps = install.get("deps") or []
+    install_lines = [f"cd {shlex.quote(on_target)}\n", *exported]
+    deps = [str(dep) for dep in install.get("deps") or []]
     if deps:
-        names = " ".join(shlex.quote(str(dep)) for dep in deps)
+        names = " ".join(shlex.quote(dep) for dep in deps)
         installer = INSTALLERS.get(os_name or "")
         if installer:
+            missing = shlex.quote(f"lava: cannot install deps ({' '.join(deps)}): no package manager")
             install_lines.append(f"if command -v {installer.split()[0]} >/dev/null 2>&1; then {installer} {names}; "
-                                 f"else echo 'lava: cannot install deps ({names}): no package manager'; fi\n")
+                                 f"else echo {missing}; fi\n")
         else:
-            install_lines.append(f"echo 'lava: deps not installed on os {os_name or 'unknown'}: {names}'\n")
+            install_lines.append("echo " + shlex.quote(f"lava: deps not installed on os {os_name or 'unknown'}: "
+                                                       + " ".join(deps)) + "\n")
     install_lines += [f"{step}\n" for step in install.get("steps") or []]
     if deps or install.get("steps"):
-        (directory / "install.sh").write_text("#!/bin/sh\n" + "".join(install_lines))
-    run_lines = ["#!/bin/sh\n", f"cd {shlex.quote(on_target)}\n", *exports,
+        write("install.sh", "#!/bin/sh\n" + "".join(install_lines), 0o755)
+    run_lines = ["#!/bin/sh\n", f"cd {shlex.quote(on_target)}\n", *exported,
                  f"export TESTRUN_ID={shlex.quote(suite)}\n"]
     run_lines += [f"{step}\n" for step in testdef["run"]["steps"]]
-    (directory / "run.sh").write_text("".join(run_lines))
+    write("run.sh", "".join(run_lines), 0o755)
     parse = testdef.get("parse") or {}
     return StageTest(stage, index, suite, directory, testdef, parse.get("pattern"),
                      {str(k): str(v) for k, v in (parse.get("fixupdict") or {}).items()})
@@ -149,7 +200,7 @@ def write_test(stage_dir: Path, stage: int, index: int, name: str, testdef: dict
 
 def write_stage_conf(stage_dir: Path, tests: list[StageTest], test_root: str, stage: int) -> None:
     lines = "".join(f"{test_root}/{stage}/tests/{test.name}\n" for test in tests)
-    (stage_dir / "lava-test-runner.conf").write_text(lines)
+    safefs.write_under(stage_dir, "lava-test-runner.conf", lines, "overlay", make_parents=True)
 
 
 def pack_tarball(source: Path, tarball: Path) -> Path:

@@ -180,7 +180,7 @@ def setup_runner(rt: BoardRuntime, active: ActiveJob, nactions: int) -> None:
         multinode = rt.lab.coordinator().client(group, member) if group else None
         runner = JobRunner(job, rt.device, output_dir=output_dir, job_id=job_id, board_name=rt.board,
                            sinks=[active.sink], cancel_requested=active.cancel.is_set,
-                           file_roots=file_roots_from_env(), processes=ProcessRegistry(pid_file=rt.pid_file),
+                           file_roots=file_roots_from_env(lab=True), processes=ProcessRegistry(pid_file=rt.pid_file),
                            workdir=active.workdir, role=role or None, multinode=multinode)
     except ProblemList as exc:
         active.setup_error = JobError(f"the job cannot run on board {rt.board}: " + "; ".join(exc.problems))

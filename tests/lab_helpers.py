@@ -122,6 +122,9 @@ class Lab:
         # The workers' scratch space (TMPDIR) is inside the lab's directory, removed with it.
         (base / "tmp").mkdir(exist_ok=True)
         self.env["TMPDIR"] = str(base / "tmp")
+        # A lab worker reads no host file unless told: the tests' jobs take the board images by file://.
+        self.env.setdefault("LAVA_DISPATCH_FILE_ROOTS", os.environ.get("LAVA_DISPATCH_IMAGES")
+                            or str(Path.home() / ".cache" / "lava-dispatch" / "images"))
         self.env.update(extra_env or {})
 
     def apply_env(self) -> None:

@@ -50,6 +50,8 @@ class DownloadAction(Action):
         if self.into_tftp:
             # The name goes into bootloader commands: plain characters only.
             filename = TFTP_UNSAFE.sub("_", filename).lstrip(".") or self.key
+        if filename in (".", ".."):  # a URL ending in /.. names no file: never the directory above
+            filename = self.key
         destination = base / self.key / filename
         ctx.logger.info(f"downloading {self.spec.url} as {self.key}")
         path = download(self.spec.url, destination, compression=self.spec.compression, md5sum=self.spec.md5sum,

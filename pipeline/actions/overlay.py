@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
 
 import yaml
 
-from pipeline import overlay
+from pipeline import limits, overlay, safefs
 from pipeline.action import Action
 from pipeline.archive import safe_extract
-from pipeline.download import download
+from pipeline.download import confined, download
 from pipeline.errors import InfrastructureError, JobError
 from pipeline.job import ActionBlock, TestDefinition
+from pipeline.limits import Bound
 from pipeline.processes import run_command
 from pipeline.strategies import known_action
 
@@ -55,8 +58,10 @@ class RepoAction(Action):
         target = self.target(ctx)
         target.mkdir(parents=True, exist_ok=True)
         self.fetch(ctx, target)
-        if not (target / self.definition.path).is_file():
-            raise JobError(f"{self.place}.path: {self.definition.path!r} is not in {self.definition.repository}")
+        found = overlay.locate_testdef(target, self.definition.path, self.place)
+        if not (target / found).is_file() or (target / found).is_symlink():
+            where = self.definition.repository if isinstance(self.definition.repository, str) else "the definition"
+            raise JobError(f"{self.place}.path: {self.definition.path!r} is not a file in {where}")
 
     def fetch(self, ctx: JobContext, target: Path) -> None:
         raise NotImplementedError
@@ -69,30 +74,46 @@ class GitRepoAction(RepoAction):
 
     def fetch(self, ctx: JobContext, target: Path) -> None:
         definition = self.definition
+        # Only the protocols a lab expects; a local repository only where the worker allows host files.
+        protocols = "http:https:git:ssh"
         argv = ["git", "clone", "--quiet"]
+        if definition.repository.startswith(("/", "file://")):
+            local = urlparse(definition.repository).path if definition.repository.startswith("file:") else \
+                definition.repository
+            confined(unquote(local), ctx.file_roots, f"{self.place}.repository", "local git repositories")
+            protocols += ":file"
+            argv.append("--no-local")  # the transport, not hard links to the source's objects
         if definition.branch:
             argv += ["--branch", definition.branch]
         if definition.shallow and not definition.revision:
             argv += ["--depth", "1"]
-        argv += ["--", definition.repository, str(target / "repo")]
-        env = {"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(ctx.workdir)}
+        clone = target.with_name(f"{target.name}.git")  # beside the target: no name of the repository clashes
+        shutil.rmtree(clone, ignore_errors=True)  # left by an earlier attempt
+        argv += ["--", definition.repository, str(clone)]
+        env = {"GIT_TERMINAL_PROMPT": "0", "PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(ctx.workdir),
+               "GIT_ALLOW_PROTOCOL": protocols}
         ctx.logger.info(f"git clone {definition.repository}")
         try:
             run_command(argv, ctx.remaining(), "git clone", env=env, registry=ctx.processes)
             if definition.revision:
-                run_command(["git", "-C", str(target / "repo"), "checkout", "--quiet", definition.revision, "--"],
+                run_command(["git", "-C", str(clone), "checkout", "--quiet", definition.revision, "--"],
                             ctx.remaining(), "git checkout", env=env, registry=ctx.processes)
-            commit = run_command(["git", "-C", str(target / "repo"), "rev-parse", "HEAD"], ctx.remaining(),
+            commit = run_command(["git", "-C", str(clone), "rev-parse", "HEAD"], ctx.remaining(),
                                  "git rev-parse", env=env).strip()
         except InfrastructureError as exc:
             # An unreachable repository or a missing revision is the job's to fix.
             raise JobError(f"{self.place}.repository: {exc}") from None
         ctx.logger.info(f"{definition.repository} at commit {commit}")
-        (target / "commit").write_text(commit)
+        shutil.rmtree(clone / ".git")
+        size, entries = safefs.tree_size(clone)
+        limits.testdef_files().check(entries, f"{self.place}.repository", "holds", "entries")
+        limits.testdef_bytes().check(size, f"{self.place}.repository", "holds")
         # The definition's own files (scripts beside the YAML) come along.
-        for item in (target / "repo").iterdir():
-            if item.name != ".git":
-                item.rename(target / item.name)
+        for item in clone.iterdir():
+            item.rename(target / item.name)
+        clone.rmdir()
+        if not os.path.lexists(target / "commit"):  # a file of the repository's own keeps its name
+            safefs.write_under(target, "commit", commit, self.place)
 
 
 @known_action
@@ -101,9 +122,8 @@ class InlineRepoAction(RepoAction):
     description = "write an inline test definition"
 
     def fetch(self, ctx: JobContext, target: Path) -> None:
-        path = target / self.definition.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.definition.repository, sort_keys=False))
+        safefs.write_under(target, self.definition.path, yaml.safe_dump(self.definition.repository, sort_keys=False),
+                           f"{self.place}.path", make_parents=True)
 
 
 @known_action
@@ -112,8 +132,10 @@ class UrlRepoAction(RepoAction):
     description = "download a test definition file"
 
     def fetch(self, ctx: JobContext, target: Path) -> None:
+        bound = Bound(limits.TESTDEF_FILE_BYTES)
         download(self.definition.repository, target / self.definition.path, roots=ctx.file_roots,
-                 timeout=ctx.remaining(), size_limit=16 * 1024 * 1024, log=ctx.logger.debug, check=ctx.check)
+                 timeout=ctx.remaining(), size_limit=bound, output_limit=bound, log=ctx.logger.debug,
+                 check=ctx.check)
 
 
 @known_action
@@ -123,10 +145,14 @@ class TarRepoAction(RepoAction):
 
     def fetch(self, ctx: JobContext, target: Path) -> None:
         tarball = target.parent / f"{self.index}.tar"
+        size = limits.testdef_bytes()
         download(self.definition.repository, tarball, roots=ctx.file_roots, timeout=ctx.remaining(),
-                 size_limit=256 * 1024 * 1024, log=ctx.logger.debug, check=ctx.check)
-        safe_extract(tarball, target, f"{self.place}.repository")
-        tarball.unlink()
+                 size_limit=size, output_limit=size, log=ctx.logger.debug, check=ctx.check)
+        try:
+            safe_extract(tarball, target, f"{self.place}.repository", size=size, files=limits.testdef_files(),
+                         links_inside=True)
+        finally:
+            tarball.unlink()
 
 
 REPO_ACTIONS = {"git": GitRepoAction, "inline": InlineRepoAction, "url": UrlRepoAction, "tar": TarRepoAction}
@@ -156,11 +182,11 @@ class TestOverlayAction(Action):
             placed = []
             for repo in by_stage.get(stage, []):
                 fetched = repo.target(ctx)
-                testdef = overlay.load_testdef(fetched / repo.definition.path, repo.place)
+                testdef = overlay.load_testdef(fetched, repo.definition.path, repo.place)
                 name = repo.definition.name or str(testdef["metadata"]["name"])
                 params = {**(repo.definition.params or {}), **(repo.definition.parameters or {})}
                 placed.append(overlay.write_test(directory, stage, repo.index, overlay.safe_suite(name), testdef,
-                                                 fetched, params, self.os_name, root))
+                                                 fetched, params, self.os_name, root, repo.place))
             overlay.write_stage_conf(directory, placed, root, stage)
             ctx.stage_tests[stage] = placed
             ctx.logger.info(f"stage {stage}: " + ", ".join(test.name for test in placed))
@@ -177,8 +203,9 @@ class CompressOverlay(Action):
         overlay.copy_scripts(staging)
         overlay.write_environment(staging, {"LAVA_JOB_ID": ctx.job_id, "LAVA_BOARD": ctx.board_name,
                                          "LAVA_DEVICE_TYPE": ctx.device.device_type, **ctx.environment})
-        for fetched in list(staging.rglob("fetched")):
-            if fetched.is_dir():
+        # Only the stages' own fetch directories: a definition may hold a "fetched" of its own.
+        for fetched in list(staging.glob("*/fetched")):
+            if fetched.is_dir() and not fetched.is_symlink():
                 shutil.rmtree(fetched)
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
         tarball = ctx.output_dir / "overlay.tar.gz"
