@@ -140,14 +140,36 @@ def load_device_dictionary(text: str, *, name: str = "device", source: str | Non
                            device_types: Sequence[str | Path] | None = None,
                            dispatcher: DispatcherConfig | None = None) -> Device:
     """Render a device dictionary (see ``render_device_dictionary``) and load the result as a Device."""
-    source = source or name
+    return _load(text, name, source or name, job_context, device_types, dispatcher)[1]
+
+
+def device_config_text(text: str, *, name: str = "device", source: str | None = None,
+                       job_context: Mapping[str, Any] | None = None,
+                       device_types: Sequence[str | Path] | None = None,
+                       dispatcher: DispatcherConfig | None = None) -> str:
+    """The device configuration as YAML text: ``text`` itself when it is plain YAML, else the dictionary
+    rendered and checked as a device, with its device_type and hostname.
+
+    For a worker to register what its board is, so that no other host needs the templates.
+    """
+    if not is_device_dictionary(text):
+        return text
+    import yaml
+
+    data = _load(text, name, source or name, job_context, device_types, dispatcher)[0]
+    return yaml.safe_dump(data, sort_keys=False, width=120)
+
+
+def _load(text: str, name: str, source: str, job_context: Mapping[str, Any] | None,
+          device_types: Sequence[str | Path] | None,
+          dispatcher: DispatcherConfig | None) -> tuple[dict[str, Any], Device]:
     rendered, device_type = _render(text, name, source, job_context, device_types, dispatcher)
     data = load_rendered_yaml(rendered, source)
     if device_type and "device_type" not in data:
         data["device_type"] = device_type
     data.setdefault("hostname", name)
     try:
-        return Device.model_validate(data)
+        return data, Device.model_validate(data)
     except ValidationError as exc:
         raise ProblemList(_errors(exc, f"{source}:")) from None
 

@@ -14,8 +14,9 @@ import yaml
 
 from conftest import DEVICES, ROOT, SAMPLES
 from pipeline.device import load_device
-from pipeline.device_dict import (PROJECT_TEMPLATES, check_job_context, device_types_path, is_device_dictionary,
-                                  load_device_dictionary, render_device_dictionary)
+from pipeline.device import parse_device
+from pipeline.device_dict import (PROJECT_TEMPLATES, check_job_context, device_config_text, device_types_path,
+                                  is_device_dictionary, load_device_dictionary, render_device_dictionary)
 from pipeline.dispatcher_config import DispatcherConfig
 from pipeline.job import ProblemList, parse_job
 from pipeline.runner import describe_pipeline
@@ -122,6 +123,16 @@ def test_a_job_context_cannot_give_the_board_commands():
     text = dictionary("kvm.jinja2")
     problems = problems_of(load_device_dictionary, text, job_context={"memory": "256\ncommands:\n  power_on: x"})
     assert problems == ["context.memory: must be one line (no line breaks or control characters)"]
+
+
+def test_a_worker_can_register_the_rendered_configuration():
+    text = lab_board("beaglebone-black.jinja2", 7001, 5)
+    config = DispatcherConfig(dispatcher_ip="192.168.0.2")
+    registered = device_config_text(text, name="bbb01", dispatcher=config)
+    assert not is_device_dictionary(registered)
+    assert parse_device(registered).model_dump() == load_device(DEVICES / "bbb01.yaml").model_dump()
+    plain = (DEVICES / "kvm01.yaml").read_text()
+    assert device_config_text(plain, name="kvm01") == plain
 
 
 def test_plain_yaml_devices_are_not_dictionaries():
