@@ -94,7 +94,7 @@ def check_job_context(context: Mapping[str, Any] | None, extra: Sequence[str] = 
     """The job's context as template variables; ProblemList naming each key LAVA would refuse.
 
     As in LAVA, a job may only set the known context variables, each a
-    number, a string or a list of them. A value may not hold a line break or
+    number (or boolean), a string or a list of them. A value may not hold a line break or
     another control character: it would change the structure of the rendered
     YAML (a job could then give the board commands of its own).
     """
@@ -112,7 +112,7 @@ def check_job_context(context: Mapping[str, Any] | None, extra: Sequence[str] = 
             continue
         items = value if isinstance(value, list) else [value]
         for item in items:
-            if isinstance(item, bool) or not isinstance(item, (int, float, str)):
+            if not isinstance(item, (int, float, str)):  # bool is an int, as in LAVA (no_kvm: true)
                 problems.append(f"context.{key}: must be a number, a string or a list of them")
                 break
             if isinstance(item, str) and _CONTROL.search(item):

@@ -85,8 +85,10 @@ def test_a_qemu_dictionary_is_kvm01_of_device_type_qemu():
 
 def test_the_job_context_chooses_what_the_template_lets_it():
     text = dictionary("qemu.jinja2", mac_addr="52:54:00:12:34:59")
-    device = load_device_dictionary(text, name="qemu01", job_context={"arch": "arm64", "memory": 1024})
+    device = load_device_dictionary(text, name="qemu01", job_context={"arch": "arm64", "memory": 1024,
+                                                                      "extra_options": ["-smp 2", 4]})
     qemu = device.boot_method("qemu")["parameters"]
+    assert qemu["options"][-2:] == ["-smp 2", "4"]
     assert qemu["command"] == "qemu-system-aarch64"
     assert qemu["options"][:2] == ["-machine virt,accel=tcg", "-cpu cortex-a57"]
     assert "-m 1024" in qemu["options"]
@@ -117,6 +119,8 @@ def test_the_job_context_may_only_set_context_variables_on_one_line():
     assert problems[1] == "context.memory: must be one line (no line breaks or control characters)"
     assert problems[2] == "context.arch: must be a number, a string or a list of them"
     assert check_job_context({"mine": 1}, ["mine"]) == {"mine": 1}
+    assert check_job_context({"no_kvm": True, "extra_options": ["-smp 2", 3]}) == {"no_kvm": True,
+                                                                                  "extra_options": ["-smp 2", 3]}
 
 
 def test_a_job_context_cannot_give_the_board_commands():
