@@ -70,7 +70,13 @@ class Device(Loose):
         return list(self.constants.get("shell-prompts") or [])
 
 
-def parse_device(text: str, source: str = "device") -> Device:
+def parse_device(text: str, source: str = "device", **render: Any) -> Device:
+    """A device file: plain YAML, or a LAVA device dictionary (jinja2), rendered with ``render``'s
+    ``job_context``, ``device_types`` and ``dispatcher`` (see pipeline.device_dict)."""
+    from pipeline.device_dict import is_device_dictionary, load_device_dictionary
+
+    if is_device_dictionary(text):
+        return load_device_dictionary(text, name=Path(source).stem, source=source, **render)
     data = load_yaml(text, "device")
     if not isinstance(data, dict):
         raise ProblemList([f"{source}: the device configuration must be a YAML mapping"])
@@ -80,6 +86,6 @@ def parse_device(text: str, source: str = "device") -> Device:
         raise ProblemList(_errors(exc, f"{source}:")) from None
 
 
-def load_device(path: str | Path) -> Device:
+def load_device(path: str | Path, **render: Any) -> Device:
     path = Path(path)
-    return parse_device(path.read_text(), path.name)
+    return parse_device(path.read_text(), path.name, **render)

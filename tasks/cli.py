@@ -37,12 +37,18 @@ def read_file(path: str, what: str) -> str:
         raise UsageError(f"cannot read {what} file {path!r}: {exc}") from None
 
 
-def load_job_and_device(job_path: str, device_path: str | None) -> tuple[Job, Device | None]:
+def load_job_and_device(job_path: str, device_path: str | None, args: Any = None) -> tuple[Job, Device | None]:
     job = parse_job(read_file(job_path, "job"))
     device = None
     if device_path:
         read_file(device_path, "device")
-        device = load_device(device_path)
+        # A device dictionary (jinja2) is rendered with the job's context, --device-types and --dispatcher.
+        from pipeline.dispatcher_config import DispatcherConfig
+
+        config = getattr(args, "dispatcher", None)
+        dispatcher = DispatcherConfig.parse(read_file(config, "dispatcher config"), config) if config else None
+        device = load_device(device_path, job_context=job.header.context, dispatcher=dispatcher,
+                             device_types=getattr(args, "device_types", None))
     return job, device
 
 
@@ -55,7 +61,7 @@ def print_problems(problems: list[str]) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.runner import describe_pipeline
 
-    job, device = load_job_and_device(args.job, args.device)
+    job, device = load_job_and_device(args.job, args.device, args)
     if device is None:
         print(yaml.safe_dump({"job": job.name, "valid": True}, sort_keys=False), end="")
         return EXIT_OK
@@ -83,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from pipeline.results import summary_table
     from pipeline.runner import CANCELED, COMPLETE, JobRunner
 
-    job, device = load_job_and_device(args.job, args.device)
+    job, device = load_job_and_device(args.job, args.device, args)
     if device is None:
         raise UsageError("run needs --device DEVICE.yaml")
     output_dir = Path(args.output_dir or Path.cwd() / "output" / Path(args.job).stem)
@@ -117,6 +123,13 @@ class terminate_as_interrupt:
         signal.signal(signal.SIGTERM, self.previous)
 
 
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device-types", action="append", metavar="DIR", help="where a device dictionary's templates "
+                   "are (repeatable, or DIR:DIR; default $LAVA_DISPATCH_DEVICE_TYPES), before the built-in ones")
+    p.add_argument("--dispatcher", metavar="FILE",
+                   help="the worker's dispatcher.yaml (default $LAVA_DISPATCH_DISPATCHER_CONFIG)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lava-dispatch", description="LAVA-compatible board-test dispatcher")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a job (and its pipeline on a device) without running it")
     p.add_argument("job")
     p.add_argument("--device", help="device configuration YAML: also build and print the pipeline")
+    add_device_options(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("schema", help="print the job format as JSON Schema")
@@ -132,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a job in this process on a board described by --device")
     p.add_argument("job")
     p.add_argument("--device", required=True)
+    add_device_options(p)
     p.add_argument("--output-dir", help="where output.yaml, results.yaml, ... go (default ./output/<job>)")
     p.add_argument("--verbose", "-v", action="store_true", help="also show debug lines")
     p.add_argument("--quiet", "-q", action="store_true", help="do not stream the log")
