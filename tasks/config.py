@@ -49,6 +49,10 @@ def _root_user() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
+class ConfigError(ValueError):
+    """A setting of the environment that cannot be used (the message names the variable)."""
+
+
 def redis_url() -> str:
     return os.environ.get("LAVA_DISPATCH_REDIS_URL") or DEFAULT_REDIS_URL
 
@@ -73,8 +77,15 @@ def redis_target(url: str | None = None) -> RedisTarget:
     """Split TLS options off the URL so Celery, kombu and redis-py get the same ones."""
     url = url or redis_url()
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"LAVA_DISPATCH_REDIS_URL: {parts.scheme!r} is not redis://, rediss:// or unix://")
+    # Only the scheme is shown: the URL may hold a password.
+    if parts.scheme not in ("redis", "rediss", "unix") or not url.startswith(parts.scheme + "://"):
+        head = url.split("://", 1)[0] if "://" in url else ""
+        found = f"not {head}://" if head and len(head) <= 20 and "@" not in head else "it has no scheme such as redis://"
+        raise ConfigError(f"LAVA_DISPATCH_REDIS_URL must start with redis://, rediss:// (TLS) or unix:// ({found})")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError("LAVA_DISPATCH_REDIS_URL: the port is not a number from 0 to 65535") from None
     query = dict(parse_qsl(parts.query))
     if parts.scheme != "rediss":
         return RedisTarget(url, None)
@@ -83,7 +94,7 @@ def redis_target(url: str | None = None) -> RedisTarget:
     if reqs is not None:
         key = reqs.lower()
         if key not in CERT_REQS:
-            raise ValueError(f"ssl_cert_reqs={reqs!r}: use required, optional or none")
+            raise ConfigError(f"LAVA_DISPATCH_REDIS_URL: ssl_cert_reqs={reqs!r}: use required, optional or none")
         options["ssl_cert_reqs"] = CERT_REQS[key]
     for name, env in (("ssl_ca_certs", "LAVA_DISPATCH_REDIS_CA"), ("ssl_certfile", "LAVA_DISPATCH_REDIS_CERT"),
                       ("ssl_keyfile", "LAVA_DISPATCH_REDIS_KEY")):
