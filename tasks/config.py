@@ -7,8 +7,9 @@ Environment (all optional):
 
 ``LAVA_DISPATCH_REDIS_URL``
     Broker, result backend and lab database: ``redis://[:PASSWORD@]HOST:PORT/DB``
-    or ``rediss://...`` for TLS (default ``redis://127.0.0.1:6379/0``). A
-    user name in the URL selects a Redis ACL user.
+    or ``rediss://...`` for TLS, or ``unix://PATH`` (default
+    ``redis://127.0.0.1:6379/0``); any other URL is a ConfigError naming the
+    variable. A user name in the URL selects a Redis ACL user.
 ``LAVA_DISPATCH_REDIS_CA``
     CA bundle that signed the Redis server certificate (``rediss://`` only;
     default: the system's trust store). ``LAVA_DISPATCH_REDIS_CERT`` and
@@ -80,7 +81,8 @@ def redis_target(url: str | None = None) -> RedisTarget:
     # Only the scheme is shown: the URL may hold a password.
     if parts.scheme not in ("redis", "rediss", "unix") or not url.startswith(parts.scheme + "://"):
         head = url.split("://", 1)[0] if "://" in url else ""
-        found = f"not {head}://" if head and len(head) <= 20 and "@" not in head else "it has no scheme such as redis://"
+        shown = head and len(head) <= 20 and "@" not in head
+        found = f"not {head}://" if shown else "it has no scheme such as redis://"
         raise ConfigError(f"LAVA_DISPATCH_REDIS_URL must start with redis://, rediss:// (TLS) or unix:// ({found})")
     try:
         parts.port

@@ -139,7 +139,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 @_lab_errors
 def cmd_status(args: argparse.Namespace) -> int:
-    from tasks.records import get_job, iso, status_view
+    from tasks.records import get_job, iso, shown_id, status_view
 
     lab = _lab()
     lab.reap()
@@ -160,8 +160,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         states = {view["state"] for view in views}
         state = next((s for s in ("Running", "Canceling", "Scheduled", "Submitted", "Incomplete", "Canceled")
                       if s in states), "Complete")
-        print(yaml.safe_dump({"group": group, "state": state, "members": views}, sort_keys=False, width=120),
-              end="")
+        print(yaml.safe_dump({"group": shown_id(group), "state": state, "members": views}, sort_keys=False,
+                             width=120), end="")
     else:
         print(yaml.safe_dump(views[0], sort_keys=False, width=120), end="")
     return EXIT_OK

@@ -99,11 +99,16 @@ def iso(ms: Any) -> str | None:
     return datetime.fromtimestamp(int(ms) / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
+def shown_id(job_id: Any) -> int | str:
+    """A job id as ``status`` prints it: 42 as a number (as LAVA does), a member's ``42.1`` as text."""
+    return int(job_id) if isinstance(job_id, str) and job_id.isdigit() else job_id
+
+
 def status_view(record: dict[str, Any]) -> dict[str, Any]:
     """What ``lava-dispatch status`` prints."""
-    view: dict[str, Any] = {"id": record.get("id"), "name": record.get("name"), "state": record.get("state"),
-                            "device_type": record.get("device_type"), "priority": record.get("priority"),
-                            "board": record.get("board") or None}
+    view: dict[str, Any] = {"id": shown_id(record.get("id")), "name": record.get("name"),
+                            "state": record.get("state"), "device_type": record.get("device_type"),
+                            "priority": record.get("priority"), "board": record.get("board") or None}
     if record.get("current"):
         view["current_action"] = record["current"]
     for name in ("submitted", "scheduled", "started", "ended"):

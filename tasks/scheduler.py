@@ -690,7 +690,7 @@ class Lab:
     def submit(self, text: str, *, priority: str | int | None = None, queue_anyway: bool = False,
                submitter: str = "", dispatch: bool = True, job: Job | None = None, client_ref: str = "",
                job_id: str | None = None) -> Submitted:
-        """Validate, record and place (or queue) a job under a new id of the lab. Raises ProblemList or SubmitError.
+        """Validate, record and place (or queue) a job under a new id. Raises ProblemList or SubmitError.
 
         ``client_ref`` (a ``celery call``'s task id) is only stored in the
         record; ``job_id``: an id this lab already assigned (``new_id``).
@@ -847,14 +847,16 @@ class Lab:
     def claim(self, job: str, board: str, attempt: int, step: int, name: str, node: str, pid: int,
               token: str | None = None) -> tuple[str, str]:
         """Claim step ``step`` of the job's attempt: ('ok', state) once; duplicate/stale/final otherwise."""
-        kind, state = self.call("claim", require_job_id(job), board, attempt, step, name, node, pid, config.hostname(), token=token)
+        kind, state = self.call("claim", require_job_id(job), board, attempt, step, name, node, pid, config.hostname(),
+                                token=token)
         return kind, state
 
     def finish(self, job: str, board: str, attempt: int, state: str, error_type: str | None, error: str | None,
                durations: list[dict[str, Any]] | None, results: list[dict[str, Any]] | None,
                audit: dict[str, Any] | None = None, token: str | None = None) -> tuple[str, list[Assignment]]:
         """Store a job's end, free the board and reserve it for the best queued job (returned)."""
-        final, placed = self.call("finish", require_job_id(job), board, attempt, state, error_type or "", error or "",
+        final, placed = self.call("finish", require_job_id(job), board, attempt, state, error_type or "",
+                                  error or "",
                                   json.dumps(durations) if durations is not None else "",
                                   json.dumps(results) if results is not None else "",
                                   json.dumps(audit) if audit else "", token=token)

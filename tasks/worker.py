@@ -569,8 +569,9 @@ class Supervisor:
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if self.child is not None and self.child.poll() is None:
-            print(f"lava-dispatch worker: the worker of {self.board} did not stop within {STOP_KILL_SECONDS} s: "
-                  "killing it", file=sys.stderr)
+            # os.write, not print: a signal handler must not re-enter a buffered stream
+            os.write(2, f"lava-dispatch worker: the worker of {self.board} did not stop within {STOP_KILL_SECONDS}"
+                        " s: killing it\n".encode())
             self.child.kill()
 
     def child_env(self) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Job ids are the lab's: hostile Celery task ids, wrong ``tasks.submit`` arguments, bad settings, SIGTERM with Redis down.
+"""Job ids are the lab's: hostile Celery task ids, wrong ``tasks.submit`` arguments, bad settings,
+SIGTERM with Redis down.
 
 The lab tests run real board workers (``lava-dispatch worker``) and, where
 the board is kept busy, a dedicated ``celery worker -Q lava.submit`` on a
@@ -285,6 +286,13 @@ def test_tasks_submit_with_wrong_arguments_leaves_a_record_saying_why():
         job_id = good.get(timeout=60)
         rec = wait_final(lab, job_id, 60)
         assert rec["state"] == "Complete" and rec["priority"] == "0"
+        # the same message delivered again (same task id) gets the first answer, not a second job
+        jobs, last_id = r.zcard("lava:jobs"), r.get("lava:last_id")
+        app.send_task("tasks.submit", args=[text], task_id=good.id)
+        done = f"Task tasks.submit[{good.id}] succeeded".encode()
+        wait_for(lambda: lab.logs["arg1"].read_bytes().count(done) == 2, 60, "the second delivery to be handled")
+        assert (r.zcard("lava:jobs"), r.get("lava:last_id")) == (jobs, last_id)
+        assert app.AsyncResult(good.id).get(timeout=10) == job_id
 
 
 @pytest.mark.lab
