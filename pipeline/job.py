@@ -74,6 +74,20 @@ def _priority(value: Any) -> Any:
     return value
 
 
+def job_priority(value: Any) -> int:
+    """``value`` checked as a job file's ``priority:`` is (high/medium/low or a whole number 0-100).
+
+    For priorities given outside the job file (the CLI, ``tasks.submit``):
+    the same rule, from the header's own field, and ValueError saying why.
+    """
+    errors: list[dict[str, Any]] = []
+    spec = next(s for s in JobHeader._plan().specs if s.name == "priority")
+    number = spec.node.validate(value, ("priority",), errors)
+    if errors:
+        raise ValueError("; ".join(f"priority: {error['msg']}" for error in errors))
+    return number
+
+
 def _role_list(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 

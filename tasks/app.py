@@ -34,7 +34,10 @@ from tasks.scheduler import SUBMIT_QUEUE
 
 VISIBILITY_TIMEOUT = 3600
 
-target = config.redis_target()
+try:
+    target = config.redis_target()
+except config.ConfigError as exc:  # `celery -A tasks ...` says why in one line, not with a traceback
+    raise SystemExit(f"lava-dispatch: {exc}") from None
 
 app = Celery("lava-dispatch", broker=target.url, backend=target.url, include=["tasks.jobs"])
 

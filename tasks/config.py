@@ -7,8 +7,9 @@ Environment (all optional):
 
 ``LAVA_DISPATCH_REDIS_URL``
     Broker, result backend and lab database: ``redis://[:PASSWORD@]HOST:PORT/DB``
-    or ``rediss://...`` for TLS (default ``redis://127.0.0.1:6379/0``). A
-    user name in the URL selects a Redis ACL user.
+    or ``rediss://...`` for TLS, or ``unix://PATH`` (default
+    ``redis://127.0.0.1:6379/0``); any other URL is a ConfigError naming the
+    variable. A user name in the URL selects a Redis ACL user.
 ``LAVA_DISPATCH_REDIS_CA``
     CA bundle that signed the Redis server certificate (``rediss://`` only;
     default: the system's trust store). ``LAVA_DISPATCH_REDIS_CERT`` and
@@ -49,6 +50,10 @@ def _root_user() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
+class ConfigError(ValueError):
+    """A setting of the environment that cannot be used (the message names the variable)."""
+
+
 def redis_url() -> str:
     return os.environ.get("LAVA_DISPATCH_REDIS_URL") or DEFAULT_REDIS_URL
 
@@ -73,8 +78,16 @@ def redis_target(url: str | None = None) -> RedisTarget:
     """Split TLS options off the URL so Celery, kombu and redis-py get the same ones."""
     url = url or redis_url()
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"LAVA_DISPATCH_REDIS_URL: {parts.scheme!r} is not redis://, rediss:// or unix://")
+    # Only the scheme is shown: the URL may hold a password.
+    if parts.scheme not in ("redis", "rediss", "unix") or not url.startswith(parts.scheme + "://"):
+        head = url.split("://", 1)[0] if "://" in url else ""
+        shown = head and len(head) <= 20 and "@" not in head
+        found = f"not {head}://" if shown else "it has no scheme such as redis://"
+        raise ConfigError(f"LAVA_DISPATCH_REDIS_URL must start with redis://, rediss:// (TLS) or unix:// ({found})")
+    try:
+        parts.port
+    except ValueError:
+        raise ConfigError("LAVA_DISPATCH_REDIS_URL: the port is not a number from 0 to 65535") from None
     query = dict(parse_qsl(parts.query))
     if parts.scheme != "rediss":
         return RedisTarget(url, None)
@@ -83,7 +96,7 @@ def redis_target(url: str | None = None) -> RedisTarget:
     if reqs is not None:
         key = reqs.lower()
         if key not in CERT_REQS:
-            raise ValueError(f"ssl_cert_reqs={reqs!r}: use required, optional or none")
+            raise ConfigError(f"LAVA_DISPATCH_REDIS_URL: ssl_cert_reqs={reqs!r}: use required, optional or none")
         options["ssl_cert_reqs"] = CERT_REQS[key]
     for name, env in (("ssl_ca_certs", "LAVA_DISPATCH_REDIS_CA"), ("ssl_certfile", "LAVA_DISPATCH_REDIS_CERT"),
                       ("ssl_keyfile", "LAVA_DISPATCH_REDIS_KEY")):

@@ -27,8 +27,10 @@ from typing import Any
 from pipeline.errors import Bug, Canceled, InfrastructureError, JobError, LavaError
 from tasks import config
 from tasks.app import app
+from tasks.ids import job_dir, new_id, path_under
 from tasks.records import RedisLogSink, append_step
 from tasks.scheduler import Lab, SubmitError, job_key
+from tasks.submission import chain_arguments_problem, client_ref_of, record_rejection, submit_arguments
 from tasks.worker import ActiveJob, BoardRuntime, retry_redis, runtime, work_root_for
 
 log = logging.getLogger("lava-dispatch.jobs")
@@ -52,45 +54,49 @@ def process_lab() -> Lab:
 
 
 @app.task(name="tasks.submit", bind=True, ignore_result=False)
-def submit(self, definition: str, priority: Any = None, queue_anyway: bool = False) -> str:
-    """Submit a job (YAML text) exactly as ``lava-dispatch submit`` does; the job id is this task's id.
+def submit(self, *args: Any, **kwargs: Any) -> str:
+    """Submit a job exactly as ``lava-dispatch submit`` does; the result is the job id the lab assigned.
 
-    ``celery -A tasks call tasks.submit --args '["<job yaml>"]'`` prints the
-    task id, which is therefore the job id: ``lava-dispatch status <id>``.
+    Arguments: ``definition`` (the job's YAML text), ``priority`` (high,
+    medium, low or 0-100), ``queue_anyway`` (true/false). ``celery -A tasks
+    call tasks.submit --args '["<job yaml>"]'`` prints the task id; ``celery
+    -A tasks result <task id>`` then prints the job id. The task id is kept
+    in the record as ``client_ref`` only: it never becomes a key or a path.
+    Wrong arguments are refused, never coerced, and leave an Incomplete
+    record saying why (they are checked here, not by Celery, which would
+    fail the task without a record).
     """
     from pipeline.job import ProblemList
 
     lab = process_lab()
-    job_id = self.request.id or str(uuid.uuid4())
+    if self.request.id:
+        earlier = self.AsyncResult(self.request.id)  # a message delivered twice gets the first answer back
+        if earlier.state == "SUCCESS" and isinstance(earlier.result, str):
+            return earlier.result
+    client_ref = client_ref_of(self.request.id)
+    job_id = new_id(lab.r)
+    definition = args[0] if args else kwargs.get("definition")
     try:
-        lab.submit(definition, priority=priority, queue_anyway=bool(queue_anyway), job_id=job_id,
+        definition, priority, queue_anyway = submit_arguments(args, kwargs)
+        lab.submit(definition, priority=priority, queue_anyway=queue_anyway, job_id=job_id, client_ref=client_ref,
                    submitter=f"celery ({self.request.hostname or 'worker'})")
     except (ProblemList, SubmitError) as exc:
         problems = exc.problems if isinstance(exc, ProblemList) else [str(exc)]
         message = "the job is rejected: " + "; ".join(problems)
-        record_rejection(lab, job_id, definition, message)
-        raise JobRejected(message) from None
+        record_rejection(lab, job_id, definition, message, client_ref)
+        raise JobRejected(f"job {job_id}: {message}") from None
     return job_id
-
-
-def record_rejection(lab: Lab, job_id: str, definition: str, message: str) -> None:
-    """A job refused by ``tasks.submit`` still gets a record, so ``status <id>`` says why."""
-    key = job_key(job_id)
-    if lab.r.exists(key):
-        return
-    now = int(time.time() * 1000)
-    pipe = lab.r.pipeline()
-    pipe.hset(key, mapping={"id": job_id, "name": "", "state": "Incomplete", "submitted": now, "ended": now,
-                            "error_type": "Job", "error": message, "definition": definition,
-                            "submitter": "celery"})
-    pipe.expire(key, lab.keep_s)
-    pipe.execute()
 
 
 # ---------------------------------------------------------------- the chain
 
 
-def _board_runtime(board: str) -> BoardRuntime | None:
+def _board_runtime(board: str, job_id: str, *numbers: int) -> BoardRuntime | None:
+    """This worker's runtime if the task is for its board and its arguments can be used, else None."""
+    problem = chain_arguments_problem(job_id, board, *numbers)
+    if problem:
+        log.error("a chain task with unusable arguments was ignored: %s", problem)
+        return None
     rt = runtime()
     if rt is None or rt.board != board:
         log.error("a task for board %s reached a worker that does not serve it (%s): ignored", board,
@@ -125,6 +131,17 @@ def _audit(rt: BoardRuntime, job_id: str, step: int, name: str, outcome: str, t0
         log.warning("job %s: could not record step %d: %s", job_id, step, exc)
 
 
+def _end_chain_if_stopping(task: Any, rt: BoardRuntime) -> None:
+    """A stopping worker finalizes its job itself (``shutdown``): the rest of the chain is not sent.
+
+    Sending it would be retried for a minute while Redis is down, and the
+    worker could not obey SIGTERM meanwhile.
+    """
+    if rt.stopping:
+        task.request.chain = None
+        task.request.callbacks = None
+
+
 def _mine(rt: BoardRuntime, job_id: str, attempt: int) -> ActiveJob | None:
     active = rt.active
     if active is not None and active.job_id == job_id and active.attempt == attempt:
@@ -135,9 +152,9 @@ def _mine(rt: BoardRuntime, job_id: str, attempt: int) -> ActiveJob | None:
 @app.task(name="tasks.start", bind=True)
 def start(self, job_id: str, board: str, attempt: int, nactions: int) -> dict[str, Any]:
     t0 = time.time()
-    rt = _board_runtime(board)
+    rt = _board_runtime(board, job_id, attempt, nactions)
     if rt is None:
-        return {"step": 0, "outcome": "wrong-worker"}
+        return {"outcome": "ignored"}
     kind, state = _claim(rt, job_id, attempt, 0, "start", self.request.id)
     t_claimed = time.time()
     if kind != "ok":
@@ -157,6 +174,7 @@ def start(self, job_id: str, board: str, attempt: int, nactions: int) -> dict[st
             active.setup_error = active.setup_error or InfrastructureError(f"cannot start the job: {exc}")
     _audit(rt, job_id, 0, "start", "ran" if active.setup_error is None else "failed", t0, self.request.id,
            engine=time.time() - t_claimed)
+    _end_chain_if_stopping(self, rt)
     return {"step": 0, "outcome": "ran"}
 
 
@@ -169,11 +187,12 @@ def setup_runner(rt: BoardRuntime, active: ActiveJob, nactions: int) -> None:
     job_id = active.job_id
     definition, dispatch_error, group, role, member = retry_redis(
         "read job", lambda: rt.r.hmget(job_key(job_id), "definition", "dispatch_error", "group", "role", "member"))
-    output_dir = config.output_root() / job_id
     active.sink = RedisLogSink(rt.r, job_id)
-    # The scratch space is in the board's work root, so a worker that restarts after a crash removes it.
-    active.workdir = work_root_for(rt.board) / job_id
+    output_dir = None
     try:
+        output_dir = job_dir(config.output_root(), job_id)
+        # The scratch space is in the board's work root, so a worker that restarts after a crash removes it.
+        active.workdir = path_under(work_root_for(rt.board), job_id)
         active.workdir.mkdir(parents=True, exist_ok=True)
         job = parse_job(definition or "")
         # A member of a multinode group talks to the others through the lab's coordinator.
@@ -201,7 +220,7 @@ def setup_runner(rt: BoardRuntime, active: ActiveJob, nactions: int) -> None:
             runner.start()
         except Exception as exc:  # noqa: BLE001 - e.g. the output directory cannot be written
             runner.fail(InfrastructureError(f"cannot start the job: {type(exc).__name__}: {exc}"))
-    fields = {"output_dir": str(output_dir), "host": config.hostname()}
+    fields = {"output_dir": str(output_dir or ""), "host": config.hostname()}
     if active.names:
         fields.update(actions=json.dumps(active.names), nactions=len(active.names))
     error = active.setup_error or (active.runner.error if active.runner else None)
@@ -228,10 +247,10 @@ def top_level_durations(runner: Any) -> list[dict[str, Any]]:
 def action(self, job_id: str, board: str, attempt: int, index: int, name: str) -> dict[str, Any]:
     """Run one top-level action; never raises (a failure is recorded, the chain goes on to finalize)."""
     t0 = time.time()
-    step = index + 1
-    rt = _board_runtime(board)
+    rt = _board_runtime(board, job_id, attempt, index)
     if rt is None:
-        return {"step": step, "outcome": "wrong-worker"}
+        return {"outcome": "ignored"}
+    step = index + 1
     kind, state = _claim(rt, job_id, attempt, step, name, self.request.id)
     active = _mine(rt, job_id, attempt)
     if kind != "ok":
@@ -254,6 +273,7 @@ def action(self, job_id: str, board: str, attempt: int, index: int, name: str) -
     runner = active.runner
     if runner is None or runner.error is not None or active.setup_error is not None:
         _audit(rt, job_id, step, name, "skipped", t0, self.request.id)
+        _end_chain_if_stopping(self, rt)
         return {"step": step, "outcome": "skipped"}
     try:
         ok = runner.run_action(index)
@@ -268,6 +288,7 @@ def action(self, job_id: str, board: str, attempt: int, index: int, name: str) -
     except Exception as exc:  # noqa: BLE001
         log.warning("job %s: could not record action %s: %s", job_id, name, exc)
     _audit(rt, job_id, step, name, "ran" if ok else "failed", t0, self.request.id)
+    _end_chain_if_stopping(self, rt)
     return {"step": step, "outcome": "ran" if ok else "failed"}
 
 
@@ -275,10 +296,10 @@ def action(self, job_id: str, board: str, attempt: int, index: int, name: str) -
 def finalize(self, job_id: str, board: str, attempt: int, nactions: int) -> dict[str, Any]:
     """Always runs last: power off, stop helpers, store state and results, free the board, take the next job."""
     t0 = time.time()
-    step = nactions + 1
-    rt = _board_runtime(board)
+    rt = _board_runtime(board, job_id, attempt, nactions)
     if rt is None:
-        return {"step": step, "outcome": "wrong-worker"}
+        return {"outcome": "ignored"}
+    step = nactions + 1
     kind, state = _claim(rt, job_id, attempt, step, "finalize", self.request.id)
     active = _mine(rt, job_id, attempt)
     if kind != "ok" and active is None:

@@ -33,8 +33,9 @@ def _lab_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
         from tasks.scheduler import SubmitError
 
         try:
+            config.redis_target()  # a bad LAVA_DISPATCH_REDIS_URL is refused before anything else
             return func(args)
-        except (JobNotFound, SubmitError) as exc:
+        except (JobNotFound, SubmitError, config.ConfigError) as exc:
             print(f"lava-dispatch: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -72,12 +73,22 @@ def _print_records(records, verbose: bool, raw: bool, stream=None) -> None:
 
 def _targets(lab, text: str) -> tuple[str | None, list[str]]:
     """(group id or None, job ids): a multinode group's id stands for all its sub-jobs."""
+    from tasks.ids import InvalidJobId, check_job_id
     from tasks.records import resolve_job_id
 
-    members = lab.group_members(text)
+    try:
+        job_id = check_job_id(text)
+    except InvalidJobId:
+        return None, [resolve_job_id(lab.r, text)]  # raises JobNotFound saying what an id is
+    members = lab.group_members(job_id)
     if members:
-        return text, list(members)
-    return None, [resolve_job_id(lab.r, text)]
+        return job_id, list(members)
+    return None, [resolve_job_id(lab.r, job_id)]
+
+
+def priority_argument(text: str) -> int | str:
+    """``--priority``: a number is given as digits; the rule is the job file's (``Lab.submit`` applies it)."""
+    return int(text) if text.isascii() and text.isdigit() else text
 
 
 def _worst_exit(states: list[str]) -> int:
@@ -128,7 +139,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 @_lab_errors
 def cmd_status(args: argparse.Namespace) -> int:
-    from tasks.records import get_job, iso, status_view
+    from tasks.records import get_job, iso, shown_id, status_view
 
     lab = _lab()
     lab.reap()
@@ -138,9 +149,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         for job_id in ids:
             pipe.hmget(f"lava:job:{job_id}", "state", "board", "device_type", "name", "submitted")
         rows = [(job_id, *row) for job_id, row in zip(ids, pipe.execute()) if row[0]]
-        print(f"{'JOB':36}  {'STATE':10}  {'BOARD':14}  {'TYPE':14}  {'SUBMITTED':24}  NAME")
+        print(f"{'JOB':10}  {'STATE':10}  {'BOARD':14}  {'TYPE':14}  {'SUBMITTED':24}  NAME")
         for job_id, state, board, device_type, name, submitted in rows:
-            print(f"{job_id:36}  {state:10}  {board or '-':14}  {device_type or '-':14}  "
+            print(f"{job_id:10}  {state:10}  {board or '-':14}  {device_type or '-':14}  "
                   f"{iso(submitted) or '-':24}  {name or ''}")
         return EXIT_OK
     group, jobs = _targets(lab, args.job)
@@ -149,8 +160,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         states = {view["state"] for view in views}
         state = next((s for s in ("Running", "Canceling", "Scheduled", "Submitted", "Incomplete", "Canceled")
                       if s in states), "Complete")
-        print(yaml.safe_dump({"group": group, "state": state, "members": views}, sort_keys=False, width=120),
-              end="")
+        print(yaml.safe_dump({"group": shown_id(group), "state": state, "members": views}, sort_keys=False,
+                             width=120), end="")
     else:
         print(yaml.safe_dump(views[0], sort_keys=False, width=120), end="")
     return EXIT_OK
@@ -207,8 +218,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from tasks import config
     from tasks.worker import run_worker
 
+    try:
+        config.redis_target()
+    except config.ConfigError as exc:
+        print(f"lava-dispatch worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return run_worker(args.device, args.name, args.loglevel, args.max_restarts)
 
 
@@ -230,10 +247,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if not boards:
         print("no board is registered: start one with `lava-dispatch worker --device DEVICE.yaml`")
         return EXIT_OK
-    print(f"{'BOARD':16}  {'TYPE':14}  {'STATE':8}  {'JOB':36}  {'WORKER':28}  HEARTBEAT")
+    print(f"{'BOARD':16}  {'TYPE':14}  {'STATE':8}  {'JOB':10}  {'WORKER':28}  HEARTBEAT")
     for b in boards:
         age = "never" if b["heartbeat_age"] is None else f"{b['heartbeat_age']:.1f} s ago"
-        print(f"{b['board']:16}  {b['device_type'] or '-':14}  {b['state']:8}  {b['job'] or '-':36}  "
+        print(f"{b['board']:16}  {b['device_type'] or '-':14}  {b['state']:8}  {b['job'] or '-':10}  "
               f"{b['worker'] or '-':28}  {age}")
     queued = lab.queue()
     if queued:
@@ -243,9 +260,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     """Register the lab subcommands on ``lava-dispatch``'s subparsers."""
-    p = sub.add_parser("submit", help="submit a job to the lab; prints the job id first")
+    p = sub.add_parser("submit", help="submit a job to the lab; prints the job id the lab assigned first")
     p.add_argument("job", help="job YAML file")
-    p.add_argument("--priority", help="high, medium, low or 0-100 (default: the job's own priority)")
+    p.add_argument("--priority", type=priority_argument,
+                   help="high, medium, low or 0-100 (default: the job's own priority)")
     p.add_argument("--wait", action="store_true", help="wait for the end: exit 0 Complete, 1 Incomplete, 3 Canceled")
     p.add_argument("--follow", "-f", action="store_true", help="stream the log (stderr) until the job ends; as --wait")
     p.add_argument("--queue-anyway", action="store_true",
@@ -254,7 +272,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="a job's state, board, current action, durations, error (or recent jobs)")
-    p.add_argument("job", nargs="?", help="job id (or a unique prefix); none: list recent jobs")
+    p.add_argument("job", nargs="?", help="job id (42; 42.1 a member of group 42); none: list recent jobs")
     p.add_argument("--limit", type=int, default=20, help="how many recent jobs to list")
     p.set_defaults(func=cmd_status)
 

@@ -3,7 +3,9 @@
 The job record is the hash ``lava:job:<id>``:
 
 ``id``, ``name``, ``device_type``, ``tags``, ``priority``, ``submitter``, ``definition`` (the job YAML)
-    what was submitted;
+    what was submitted; ``id`` is the lab's (``tasks.ids``);
+``client_ref``
+    the task id of a ``celery call`` (a correlation handle only: never a key or a path);
 ``state``
     Submitted, Scheduled, Running, Canceling, Complete, Incomplete or Canceled;
 ``submitted``, ``scheduled``, ``started``, ``ended``, ``cancel_requested``
@@ -27,14 +29,17 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from tasks.scheduler import FINAL_STATES, PREFIX, SUBMIT_QUEUE, job_key
+from tasks.ids import InvalidJobId, check_job_id
+from tasks.scheduler import FINAL_STATES, SUBMIT_QUEUE, job_key
 
 STREAM_MAXLEN = 200_000
+TASK_ID = re.compile(r"[0-9a-fA-F-]{32,36}")  # what `celery call` prints
 
 
 def log_key(job_id: str) -> str:
@@ -53,23 +58,22 @@ class JobNotFound(LookupError):
     pass
 
 
-def resolve_job_id(r: Any, text: str) -> str:
-    """A job id, or a unique prefix of one."""
-    if r.exists(job_key(text)):
-        return text
-    matches = []
-    for member, _ in r.zscan_iter(f"{PREFIX}jobs", match=f"{text}*", count=1000):
-        matches.append(member)
-        if len(matches) > 1:
-            break
-    if len(matches) == 1 and r.exists(job_key(matches[0])):
-        return matches[0]
-    if len(matches) > 1:
-        raise JobNotFound(f"{text!r} matches several jobs: give more of the id")
-    if len(text) >= 8 and any(text in message for message in r.lrange(SUBMIT_QUEUE, 0, 999)):
-        raise JobNotFound(f"job {text} was sent with `celery call` and is not recorded yet: its tasks.submit "
-                          f"message waits in {SUBMIT_QUEUE} for a worker (every board worker is busy?)")
-    raise JobNotFound(f"no job {text!r} (finished jobs are kept for LAVA_DISPATCH_KEEP_DAYS days)")
+def resolve_job_id(r: Any, text: Any) -> str:
+    """The job ``text`` names (a job id as a string or a number), or JobNotFound saying why."""
+    try:
+        job_id = check_job_id(text)
+    except InvalidJobId as exc:
+        # A `celery call` prints its task id: say so rather than only "not an id" (no key is built from it).
+        if isinstance(text, str) and len(text) >= 8 and any(text in m for m in r.lrange(SUBMIT_QUEUE, 0, 999)):
+            raise JobNotFound(f"the job of `celery call` task {text} is not recorded yet: its tasks.submit message "
+                              f"waits in {SUBMIT_QUEUE} for a worker (every board worker is busy?); then "
+                              "`celery -A tasks result <task id>` gives its job id") from None
+        hint = "; `celery -A tasks result <task id>` gives the job id of a `celery call`" \
+            if isinstance(text, str) and TASK_ID.fullmatch(text) else ""
+        raise JobNotFound(f"{exc}{hint}") from None
+    if r.exists(job_key(job_id)):
+        return job_id
+    raise JobNotFound(f"no job {job_id} (finished jobs are kept for LAVA_DISPATCH_KEEP_DAYS days)")
 
 
 def get_job(r: Any, job_id: str) -> dict[str, Any]:
@@ -95,11 +99,16 @@ def iso(ms: Any) -> str | None:
     return datetime.fromtimestamp(int(ms) / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
+def shown_id(job_id: Any) -> int | str:
+    """A job id as ``status`` prints it: 42 as a number (as LAVA does), a member's ``42.1`` as text."""
+    return int(job_id) if isinstance(job_id, str) and job_id.isdigit() else job_id
+
+
 def status_view(record: dict[str, Any]) -> dict[str, Any]:
     """What ``lava-dispatch status`` prints."""
-    view: dict[str, Any] = {"id": record.get("id"), "name": record.get("name"), "state": record.get("state"),
-                            "device_type": record.get("device_type"), "priority": record.get("priority"),
-                            "board": record.get("board") or None}
+    view: dict[str, Any] = {"id": shown_id(record.get("id")), "name": record.get("name"),
+                            "state": record.get("state"), "device_type": record.get("device_type"),
+                            "priority": record.get("priority"), "board": record.get("board") or None}
     if record.get("current"):
         view["current_action"] = record["current"]
     for name in ("submitted", "scheduled", "started", "ended"):
@@ -165,6 +174,7 @@ class RedisLogSink:
         self.limit = limit
         self.dropped = 0
         self.stop_deadline = float("inf")
+        self.close_deadline: float | None = None  # monotonic; a stopping worker sets it: Redis may be down
         self.thread = threading.Thread(target=self._run, name=f"log-{job_id[:8]}", daemon=True)
         self.thread.start()
 
@@ -216,6 +226,8 @@ class RedisLogSink:
         return marker.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
+        if self.close_deadline is not None:
+            timeout = min(timeout, max(0.5, self.close_deadline - time.monotonic()))
         self.stop_deadline = time.monotonic() + timeout
         self.queue.put(None)
         self.thread.join(timeout)

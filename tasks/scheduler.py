@@ -8,7 +8,7 @@ itself) and when a worker registers or comes back to life.
 
 Placement works on *requests*: a request is a list of needs, each "one board
 of this device type with these tags, for this job". A single job is a request
-of one need and its id is the job id. A multinode group will be a request
+of one need and its id is the job id. A multinode group is a request
 ``group:<id>`` (hash ``lava:group:<id>`` with the same ``needs`` field) of
 several needs: ``try_place`` picks a board for every need or for none, so a
 group that cannot be placed in full waits in the queues without holding any
@@ -33,7 +33,12 @@ Redis keys (prefix ``lava:``):
 ``board:<name>:control``       pubsub  cancel requests for the board's running job
 ``tick``, ``resumed``          string  last heartbeat of any worker; when the lab came back
 ``done:<token>``               string  a script's answer, so a retried call is not run twice
+``last_id``                    string  the last job id the lab assigned (``tasks.ids``)
 =============================  ======  ==============================================
+
+Job ids are the lab's own (integers; ``N.i`` for member ``i`` of group ``N``):
+``job_key`` and ``group_key`` refuse anything else, so no client-chosen
+text ever becomes a key.
 
 Times are Redis server time (``TIME``), so hosts' clocks need not agree.
 """
@@ -47,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from tasks import config
+from tasks.ids import is_group_id, member_id, new_id, require_group_id, require_job_id
 
 if TYPE_CHECKING:
     from pipeline.device import Device
@@ -63,11 +69,11 @@ def board_queue(board: str) -> str:
 
 
 def job_key(job_id: str) -> str:
-    return f"{PREFIX}job:{job_id}"
+    return f"{PREFIX}job:{require_job_id(job_id)}"
 
 
 def group_key(group_id: str) -> str:
-    return f"{PREFIX}group:{group_id}"
+    return f"{PREFIX}group:{require_group_id(group_id)}"
 
 
 def board_key(board: str) -> str:
@@ -603,18 +609,15 @@ def device_sha(text: str) -> str:
 
 
 def priority_value(value: str | int | None) -> int | None:
+    """A priority given outside the job file, by the job file's own rule; None: the job's own."""
+    from pipeline.job import job_priority
+
     if value is None:
         return None
-    names = {"high": 100, "medium": 50, "low": 0}
-    if isinstance(value, str) and value.lower() in names:
-        return names[value.lower()]
     try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise SubmitError(f"priority {value!r} is not high, medium, low or a number from 0 to 100") from None
-    if not 0 <= number <= 100:
-        raise SubmitError(f"priority {number} is not between 0 and 100")
-    return number
+        return job_priority(value)
+    except ValueError as exc:
+        raise SubmitError(str(exc)) from None
 
 
 class Lab:
@@ -685,27 +688,32 @@ class Lab:
         return problems
 
     def submit(self, text: str, *, priority: str | int | None = None, queue_anyway: bool = False,
-               job_id: str | None = None, submitter: str = "", dispatch: bool = True,
-               job: Job | None = None) -> Submitted:
-        """Validate, record and place (or queue) a job. Raises ProblemList or SubmitError."""
+               submitter: str = "", dispatch: bool = True, job: Job | None = None, client_ref: str = "",
+               job_id: str | None = None) -> Submitted:
+        """Validate, record and place (or queue) a job under a new id. Raises ProblemList or SubmitError.
+
+        ``client_ref`` (a ``celery call``'s task id) is only stored in the
+        record; ``job_id``: an id this lab already assigned (``new_id``).
+        """
         from pipeline.job import ProblemList, parse_job
 
         self.reap()
+        prio = priority_value(priority)
         job = job or parse_job(text)
         if job.multinode:
-            return self.submit_group(text, job, priority=priority, queue_anyway=queue_anyway, group_id=job_id,
-                                     submitter=submitter, dispatch=dispatch)
+            return self.submit_group(text, job, priority=prio, queue_anyway=queue_anyway, submitter=submitter,
+                                     dispatch=dispatch, client_ref=client_ref, group_id=job_id)
         device_type = job.header.device_type or ""
         problems = self.validate_for_type(job, device_type)
         if problems:
             raise ProblemList(problems)
-        job_id = job_id or str(uuid.uuid4())
-        prio = priority_value(priority)
+        job_id = require_job_id(job_id) if job_id else new_id(self.r)
         if prio is None:
             prio = job.header.priority
         needs = [{"job": job_id, "device_type": device_type, "tags": list(job.header.tags)}]
         fields = {"id": job_id, "name": job.name, "device_type": device_type, "tags": json.dumps(job.header.tags),
-                  "definition": text, "submitter": submitter, "timeout": job.header.timeouts.job}
+                  "definition": text, "submitter": submitter, "timeout": job.header.timeouts.job,
+                  "client_ref": client_ref}
         answer = self.call("submit", job_id, json.dumps(fields), json.dumps(needs), prio, int(queue_anyway))
         kind = answer[0]
         if kind == "exists":
@@ -718,8 +726,8 @@ class Lab:
         board = next((a.board for a in assignments if a.job == job_id), None)
         return Submitted(job_id, "Scheduled" if board else "Submitted", board, assignments)
 
-    def submit_group(self, text: str, job: Job, *, priority: str | int | None, queue_anyway: bool,
-                     group_id: str | None, submitter: str, dispatch: bool) -> Submitted:
+    def submit_group(self, text: str, job: Job, *, priority: int | None, queue_anyway: bool, submitter: str,
+                     dispatch: bool, client_ref: str = "", group_id: str | None = None) -> Submitted:
         """A multinode job: one sub-job per member (role x count), placed all together or queued together.
 
         Every board of the group is reserved in one script before any sub-job
@@ -734,21 +742,20 @@ class Lab:
             problems += [f"{p} (role {role})" for p in self.validate_for_type(job, spec.device_type, role)]
         if problems:
             raise ProblemList(problems)
-        group_id = group_id or str(uuid.uuid4())
-        prio = priority_value(priority)
-        if prio is None:
-            prio = job.header.priority
+        group_id = require_group_id(group_id) if group_id else new_id(self.r)
+        prio = job.header.priority if priority is None else priority
         members = members_of(job)
-        needs, fields = [], {}
-        for member, role in members.items():
-            sub_job = f"{group_id}-{member}"
+        needs, fields, sub_jobs = [], {}, {}
+        for index, (member, role) in enumerate(members.items()):
+            sub_job = sub_jobs[member] = member_id(group_id, index)
             spec = roles[role]
             needs.append({"job": sub_job, "device_type": spec.device_type, "tags": list(spec.tags)})
             fields[sub_job] = {"id": sub_job, "name": f"{job.name} [{member}]", "device_type": spec.device_type,
                                "tags": json.dumps(spec.tags), "definition": text, "submitter": submitter,
-                               "timeout": job.header.timeouts.job, "role": role, "member": member}
-        group_fields = {"id": group_id, "name": job.name, "submitter": submitter,
-                        "members": json.dumps({f"{group_id}-{m}": r for m, r in members.items()})}
+                               "timeout": job.header.timeouts.job, "role": role, "member": member,
+                               "client_ref": client_ref}
+        group_fields = {"id": group_id, "name": job.name, "submitter": submitter, "client_ref": client_ref,
+                        "members": json.dumps({sub_jobs[m]: r for m, r in members.items()})}
         self.coordinator().create_group(group_id, members)
         answer = self.call("submit_group", group_id, json.dumps(group_fields), json.dumps(needs), prio,
                            int(queue_anyway), json.dumps(fields))
@@ -773,7 +780,9 @@ class Lab:
         return self._coordinator
 
     def group_members(self, group_id: str) -> dict[str, str]:
-        """sub-job id -> member name of a group ({} if ``group_id`` is not a group)."""
+        """sub-job id -> role of a group's members ({} if ``group_id`` is not a group)."""
+        if not is_group_id(group_id):
+            return {}
         raw = self.r.hget(group_key(group_id), "members")
         return json.loads(raw) if raw else {}
 
@@ -830,7 +839,7 @@ class Lab:
                          int(force))
 
     def heartbeat(self, board: str, node: str, job: str | None) -> list[Any]:
-        return self.call("heartbeat", board, node, job or "", retry=False)
+        return self.call("heartbeat", board, node, require_job_id(job) if job else "", retry=False)
 
     def release(self, board: str, token: str | None = None) -> list[Assignment]:
         return Assignment.many(self.call("release", board, token=token)[1])
@@ -838,14 +847,16 @@ class Lab:
     def claim(self, job: str, board: str, attempt: int, step: int, name: str, node: str, pid: int,
               token: str | None = None) -> tuple[str, str]:
         """Claim step ``step`` of the job's attempt: ('ok', state) once; duplicate/stale/final otherwise."""
-        kind, state = self.call("claim", job, board, attempt, step, name, node, pid, config.hostname(), token=token)
+        kind, state = self.call("claim", require_job_id(job), board, attempt, step, name, node, pid, config.hostname(),
+                                token=token)
         return kind, state
 
     def finish(self, job: str, board: str, attempt: int, state: str, error_type: str | None, error: str | None,
                durations: list[dict[str, Any]] | None, results: list[dict[str, Any]] | None,
                audit: dict[str, Any] | None = None, token: str | None = None) -> tuple[str, list[Assignment]]:
         """Store a job's end, free the board and reserve it for the best queued job (returned)."""
-        final, placed = self.call("finish", job, board, attempt, state, error_type or "", error or "",
+        final, placed = self.call("finish", require_job_id(job), board, attempt, state, error_type or "",
+                                  error or "",
                                   json.dumps(durations) if durations is not None else "",
                                   json.dumps(results) if results is not None else "",
                                   json.dumps(audit) if audit else "", token=token)
@@ -854,12 +865,12 @@ class Lab:
     def lose(self, job: str, board: str, reason: str, only_started: bool = True,
              error_type: str = "Infrastructure", token: str | None = None) -> str:
         """End an active job of ``board`` whose worker is gone (Incomplete, or Canceled if it was canceling)."""
-        state = self.call("lose", job, board, reason, int(only_started), error_type, token=token)[0]
+        state = self.call("lose", require_job_id(job), board, reason, int(only_started), error_type, token=token)[0]
         self.end_group_of(job)
         return state
 
     def redispatch(self, job: str, board: str, token: str | None = None) -> int | None:
-        kind, attempt = self.call("redispatch", job, board, token=token)
+        kind, attempt = self.call("redispatch", require_job_id(job), board, token=token)
         return int(attempt) if kind == "ok" else None
 
     def stop(self, board: str, node: str) -> list[Assignment]:
@@ -871,7 +882,7 @@ class Lab:
     # -- users
 
     def cancel(self, job: str) -> tuple[str, str]:
-        state, board = self.call("cancel", job)
+        state, board = self.call("cancel", require_job_id(job))
         return state, board
 
     def reap(self, on_lost: Callable[[LostJob], None] | None = None) -> list[LostJob]:

@@ -51,6 +51,7 @@ from pipeline.device import Device, load_device
 from pipeline.errors import InfrastructureError, LavaError
 from pipeline.processes import kill_group, kill_stale_groups
 from tasks import config
+from tasks.ids import job_dir
 from tasks.scheduler import Assignment, Lab, board_queue, control_channel, job_key
 
 log = logging.getLogger("lava-dispatch.worker")
@@ -60,6 +61,12 @@ STALL_SECONDS = float(os.environ.get("LAVA_DISPATCH_STALL_SECONDS", "20"))  # a 
 CONSUMER_STALL_SECONDS = 60.0  # messages waiting this long in an idle worker's queue: restart the worker
 STUCK_GRACE_SECONDS = 60.0  # past the job timeout by this much, the worker is stuck: it restarts
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+# Stopping (SIGTERM): how long writes to an unreachable Redis are still retried, and how long the
+# supervisor waits for its worker before killing it. The job's end then comes from its lease, or from
+# the board's next worker, once Redis is back.
+STOP_REDIS_SECONDS = 5.0
+STOP_KILL_SECONDS = 60
+_stop_deadline: float | None = None  # monotonic: set when this process begins to stop
 
 
 def node_name(board: str) -> str:
@@ -197,8 +204,19 @@ def run_device_commands(device: Device, which: str, board: str) -> None:
                        stdin=subprocess.DEVNULL, start_new_session=True)
 
 
+def start_stop_clock() -> None:
+    """From now on Redis is given at most ``STOP_REDIS_SECONDS`` more (safe in a signal handler)."""
+    global _stop_deadline
+    if _stop_deadline is None:
+        _stop_deadline = time.monotonic() + STOP_REDIS_SECONDS
+
+
 def retry_redis(what: str, fn, seconds: float = 600.0):
-    """Call fn until Redis answers (a restart of Redis must not lose a job's end)."""
+    """Call fn until Redis answers (a restart of Redis must not lose a job's end).
+
+    Once the process is stopping, it tries for at most ``STOP_REDIS_SECONDS``
+    more: a SIGTERM is obeyed even while Redis is down.
+    """
     import redis
 
     deadline = time.monotonic() + seconds
@@ -207,6 +225,8 @@ def retry_redis(what: str, fn, seconds: float = 600.0):
         try:
             return fn()
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            if _stop_deadline is not None:
+                deadline = min(deadline, _stop_deadline)
             if time.monotonic() > deadline:
                 raise
             log.warning("%s: Redis unreachable (%s); retrying", what, exc)
@@ -308,6 +328,7 @@ class BoardRuntime:
     def begin_stop(self, reason: str) -> None:
         """SIGTERM/SIGINT: the running action stops now; finalize runs in ``shutdown``."""
         self.stopping = True
+        start_stop_clock()
         active = self.active
         if active is not None:
             active.stop_reason = reason
@@ -315,11 +336,16 @@ class BoardRuntime:
             if active.runner is not None and active.runner.error is None:
                 active.runner.error = InfrastructureError(reason)
             active.cancel.set()
+            if active.sink is not None:
+                active.sink.close_deadline = _stop_deadline
 
     def shutdown(self) -> None:
         self.stopping = True
+        start_stop_clock()
         self.stopped.set()
         active = self.active
+        if active is not None and active.sink is not None:
+            active.sink.close_deadline = _stop_deadline
         try:
             placed = retry_redis("stop", lambda: self.lab.stop(self.board, self.node), 30)
             self.lab.dispatch(placed)
@@ -535,9 +561,18 @@ class Supervisor:
         self.pid_file = pid_file_for(board)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if not self.stopping:
+            signal.alarm(STOP_KILL_SECONDS)  # a worker that does not stop by then is killed (_on_alarm)
         self.stopping = True
         if self.child is not None and self.child.poll() is None:
             self.child.send_signal(signal.SIGTERM)
+
+    def _on_alarm(self, signum: int, frame: Any) -> None:
+        if self.child is not None and self.child.poll() is None:
+            # os.write, not print: a signal handler must not re-enter a buffered stream
+            os.write(2, f"lava-dispatch worker: the worker of {self.board} did not stop within {STOP_KILL_SECONDS}"
+                        " s: killing it\n".encode())
+            self.child.kill()
 
     def child_env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -570,6 +605,7 @@ class Supervisor:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGALRM, self._on_alarm)
         restarts: list[float] = []
         code = 0
         while True:
@@ -636,7 +672,7 @@ class Supervisor:
                     print(f"lava-dispatch worker: job {job}: {reason} -> {final}", file=sys.stderr)
                     mirror_loss(r, job, reason)
 
-            retry_redis("worker lost", lose, 30)
+            retry_redis("worker lost", lose, STOP_REDIS_SECONDS if self.stopping else 30)
         except Exception as exc:  # noqa: BLE001 - the restarted worker and the lease reaper also do it
             print(f"lava-dispatch worker: could not record the loss of {node}: {exc}", file=sys.stderr)
 
@@ -649,8 +685,8 @@ def mirror_loss(r: Any, job: str, reason: str) -> None:
     from tasks.records import job_results
 
     record = {"dt": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f"), "lvl": "error", "msg": reason}
-    output_dir = r.hget(job_key(job), "output_dir")
-    if output_dir and Path(output_dir).is_dir():
+    output_dir = job_dir(config.output_root(), job)  # rebuilt from the id, never taken from the record
+    if r.hget(job_key(job), "output_dir") == str(output_dir) and output_dir.is_dir():
         from pipeline.results import write_results_yaml
 
         with open(Path(output_dir) / "output.yaml", "a", encoding="utf-8") as handle:

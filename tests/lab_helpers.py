@@ -213,9 +213,21 @@ def descendants_by_env(key: str, value: str) -> list[int]:
     return found
 
 
-def processes_mentioning(text: str) -> list[tuple[int, str]]:
-    """Live processes whose command line or environment mentions ``text`` (a job id): its helpers."""
-    needle = text.encode()
+def processes_mentioning(job_id: str, base: Path | None = None) -> list[tuple[int, str]]:
+    """Live processes of job ``job_id`` of a lab: its helpers.
+
+    Job ids are small integers that every lab (and another test run on the
+    same machine) reuses, so a helper is recognised by the job's scratch
+    directory of this lab, ``<base>/tmp/lava-dispatch-<board>/<job id>``, in
+    its command line or environment (``base``: the lab in this process's
+    environment).
+    """
+    import re
+
+    if base is None:
+        base = Path(os.environ["LAVA_DISPATCH_STATE_DIR"]).parent
+    pattern = re.compile(re.escape(str(base / "tmp").encode()) + rb"/lava-dispatch-[^/\0]+/"
+                         + re.escape(job_id.encode()) + rb"(?=[/\0 ]|$)")
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
@@ -228,7 +240,7 @@ def processes_mentioning(text: str) -> list[tuple[int, str]]:
             continue
         if stat[stat.rindex(")") + 2] == "Z":
             continue
-        if needle in cmdline or needle in environ:
+        if pattern.search(cmdline) or pattern.search(environ):
             found.append((int(name), cmdline.replace(b"\0", b" ").decode(errors="replace")))
     return found
 

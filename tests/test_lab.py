@@ -254,14 +254,36 @@ def test_lost_chain_messages_are_sent_again(quick_watchdog_lab):
     assert [s["step"] for s in assert_each_step_ran_once(lab, cut.job_id)] == [0, 1, 2, 3]
 
 
+def job_of_task(lab, task_id, timeout=60):
+    """The job id the lab assigned to a `celery call` of tasks.submit: the task's result."""
+    from tasks.app import app_for
+
+    return app_for(lab.redis.url).AsyncResult(task_id).get(timeout=timeout)
+
+
+def record_of_task(lab, task_id):
+    """The record whose client_ref is a `celery call`'s task id (a refused submission has no result)."""
+    r = lab.r()
+    for job_id in r.zrange("lava:jobs", 0, -1):
+        if r.hget(f"lava:job:{job_id}", "client_ref") == task_id:
+            return r.hgetall(f"lava:job:{job_id}")
+    return None
+
+
 def test_celery_call_submits_like_the_cli(lab):
     lab.start_worker("cc1")
     text = local_job("via-celery")
     out = subprocess.run([sys.executable, "-m", "celery", "-A", "tasks", "call", "tasks.submit", "--args",
                           json.dumps([text])], cwd=ROOT, env=lab.env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    job_id = out.stdout.strip().splitlines()[0]
+    task_id = out.stdout.strip().splitlines()[0]
+    # the job id is the lab's, the task's result (`celery -A tasks result <task id>`)
+    result = subprocess.run([sys.executable, "-m", "celery", "-A", "tasks", "result", task_id], cwd=ROOT,
+                            env=lab.env, capture_output=True, text=True, timeout=60)
+    job_id = result.stdout.strip()
+    assert result.returncode == 0 and job_id.isdigit(), (result.stdout, result.stderr)
     rec = wait_final(lab, job_id, 30)
+    assert rec["client_ref"] == task_id and rec["id"] == job_id
     assert rec["state"] == "Complete" and rec["board"] == "cc1"
     path = lab.base / "job.yaml"
     path.write_text(text)
@@ -275,9 +297,9 @@ def test_celery_call_submits_like_the_cli(lab):
     bad = subprocess.run([sys.executable, "-m", "celery", "-A", "tasks", "call", "tasks.submit", "--args",
                           json.dumps(["job_name: x\n"])], cwd=ROOT, env=lab.env, capture_output=True, text=True,
                          timeout=60)
-    bad_id = bad.stdout.strip().splitlines()[0]
-    rejected = wait_for(lambda: lab.r().hgetall(f"lava:job:{bad_id}"), 30, "the rejected job's record")
-    assert rejected["state"] == "Incomplete" and "rejected" in rejected["error"]
+    bad_task = bad.stdout.strip().splitlines()[0]
+    rejected = wait_for(lambda: record_of_task(lab, bad_task), 30, "the rejected job's record")
+    assert rejected["state"] == "Incomplete" and "rejected" in rejected["error"] and rejected["id"].isdigit()
 
 
 def cli(lab, *argv, timeout=60, **kw):
@@ -294,7 +316,8 @@ def test_cli_submit_status_logs_results_devices(lab):
     job_id, last = out.stdout.splitlines()[0], out.stdout.splitlines()[-1]
     assert last == f"job {job_id}: Complete"
     assert "lava-test-case" in out.stderr or "good" in out.stderr  # the followed log
-    status = cli(lab, "status", job_id[:8])
+    assert job_id.isdigit()
+    status = cli(lab, "status", job_id)
     assert "state: Complete" in status.stdout and "board: cli1" in status.stdout and "lava-test-retry" in status.stdout
     logs = cli(lab, "logs", job_id, "--yaml")
     import yaml
@@ -355,7 +378,7 @@ def run_one_job_on(server, base, extra_env=None):
         out = subprocess.run([sys.executable, "-m", "celery", "-A", "tasks", "call", "tasks.submit", "--args",
                               json.dumps([local_job("secured-celery")])], cwd=ROOT, env=the_lab.env,
                              capture_output=True, text=True, timeout=60)
-        assert wait_final(the_lab, out.stdout.split()[0], 30)["state"] == "Complete"
+        assert wait_final(the_lab, job_of_task(the_lab, out.stdout.split()[0]), 30)["state"] == "Complete"
         assert b"NOPERM" not in the_lab.logs["sec1"].read_bytes()
     finally:
         the_lab.stop_all()
@@ -421,6 +444,10 @@ def test_flower_shows_every_task_of_a_job(lab):
         def api(path):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
                 return json.loads(answer.read())
+
+        def of_job(task, job_id):
+            # a task of the job: its first argument is the job id (a short number, so not a substring test)
+            return str(task.get("args")).startswith((f"('{job_id}',", f"['{job_id}',"))
         wait_for(lambda: api("/api/tasks") is not None, 60, "Flower's API")
         lab.start_worker("fl1")
         sched = scheduler(lab)
@@ -429,14 +456,14 @@ def test_flower_shows_every_task_of_a_job(lab):
             # Flower's event receiver connects after its API is up: until it sees a probe job, events are missed.
             probe = sched.submit(local_job("probe")).job_id
             wait_final(lab, probe, 30)
-            return any(probe in str(t.get("args")) for t in api("/api/tasks").values())
+            return any(of_job(t, probe) for t in api("/api/tasks").values())
         wait_for(listening, 60, "Flower receiving task events", interval=0.5)
         job_id = sched.submit(local_job("seen-by-flower")).job_id
         assert wait_final(lab, job_id, 30)["state"] == "Complete"
 
         def seen():
             # Flower applies each task's events as they arrive: wait until all four tasks have a final state.
-            tasks = [t for t in api("/api/tasks").values() if job_id in str(t.get("args"))]
+            tasks = [t for t in api("/api/tasks").values() if of_job(t, job_id)]
             if len(tasks) < 4 or any(t["state"] not in ("SUCCESS", "FAILURE", "REVOKED") for t in tasks):
                 return None
             return sorted((t["name"], t["state"]) for t in tasks)

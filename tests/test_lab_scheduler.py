@@ -279,11 +279,13 @@ def test_status_of_a_celery_submission_not_taken_yet(lab):
     lab.r.lpush("lava.submit", json.dumps({"headers": {"id": job_id, "task": "tasks.submit"}}))
     with pytest.raises(JobNotFound, match="not recorded yet"):
         resolve_job_id(lab.r, job_id)
-    with pytest.raises(JobNotFound, match="no job"):
+    with pytest.raises(JobNotFound, match="is not a job id"):
         resolve_job_id(lab.r, "ffffffff-0000")
+    with pytest.raises(JobNotFound, match="no job 99"):
+        resolve_job_id(lab.r, "99")
     register(lab, "b1")
     known = submit(lab).job_id
-    assert resolve_job_id(lab.r, known[:6]) == known
+    assert resolve_job_id(lab.r, int(known)) == known == resolve_job_id(lab.r, f"00{known}")
 
 
 def test_forget_only_an_offline_idle_board(lab):
