@@ -461,8 +461,7 @@ def discard_pending_output(ctx: JobContext) -> None:
             connection.child.read_nonblocking(65536, timeout=0)
     except (pexpect.TIMEOUT, pexpect.EOF, OSError):
         pass
-    connection.child.buffer = connection.child.string_type()
-    connection.log.drain()
+    connection.discard()
 
 
 @known_action

@@ -62,8 +62,7 @@ class TestShellAction(Action):
         connection.sendline(f"{shlex.quote(root)}/bin/lava-test-runner {shlex.quote(root)}/{self.stage}")
         # Read line by line: a signal may follow other output on its line (a prompt, say).
         while True:
-            connection.expect(r"[^\n]*\n", ctx.remaining() + 1.0, self.name)
-            line = connection.match.group(0)
+            line = connection.readline(ctx.remaining() + 1.0, self.name)
             signals = SIGNAL_RE.findall(line)
             for name, text in signals:
                 self.signal(ctx, state, name, text.strip())
