@@ -56,17 +56,19 @@ def test_a_megabyte_without_newline_is_logged_in_pieces_and_the_next_case_record
 
 
 def test_a_long_line_then_a_prompt_without_newline_still_matches(tmp_path):
-    """Boot: the board prints a long line, then its prompt without a newline (what expect-shell waits for)."""
+    """Boot: kernel messages, a long line, and the prompt at its end (what expect-shell-connection waits for)."""
     device = yaml.safe_load((DEVICES / "local01.yaml").read_text())
     device["commands"]["connect"] = device["commands"]["connect"].replace(
-        "/bin/sh -i", "/bin/sh -c 'head -c 300000 /dev/zero | tr \"\\0\" k; echo; echo \"[ 1.0] kernel: hi\"; "
+        "/bin/sh -i", "/bin/sh -c 'echo \"[    1.0] kernel: hi\"; head -c 300000 /dev/zero | tr \"\\0\" k; "
                       "exec /bin/sh -i'")
     device_file = tmp_path / "noisy.yaml"
     device_file.write_text(yaml.safe_dump(device))
     run = run_job(tmp_path, local_job(["lava-test-case ok --result pass"]), device_file)
     assert run.code == 0, run.stderr
     assert run.case("ok")["result"] == "pass"
-    assert sum(line.count("k") for line in target_lines(run) if line.startswith("kkk")) == 300000
+    lines = target_lines(run)
+    assert sum(line.count("k") for line in lines if line.startswith("kkk")) == 300000
+    assert "[    1.0] kernel: hi" in lines
 
 
 # ---------------------------------------------------------------- the console buffer (pure unit tests)
