@@ -313,10 +313,10 @@ def test_runner_raises_when_a_test_directory_is_missing(tmp_path):
     stage.mkdir()
     (stage / "lava-test-runner.conf").write_text(f"{stage}/tests/0_gone\n")
     result = subprocess.run(["sh", str(tmp_path / "bin" / "lava-test-runner"), str(stage)], capture_output=True,
-                            text=True, timeout=30)
+                            text=True, timeout=30, input="0badc0de\n")  # the dispatcher types the nonce
     raised = [line for line in result.stdout.splitlines() if line.startswith("<LAVA_SIGNAL_TESTRAISE 0_gone: ")]
     assert len(raised) == 1 and raised[0].endswith("/run.sh is missing on the board>"), result.stdout
-    assert result.stdout.rstrip().endswith("<LAVA_TEST_RUNNER EXIT>")
+    assert result.stdout.rstrip().endswith("<LAVA_TEST_RUNNER EXIT RUNNER=0badc0de>")
 
 
 def test_lava_test_case_never_changes_the_test_shell(tmp_path):

@@ -11,6 +11,7 @@ import pexpect
 from pipeline.action import Action, RetryAction
 from pipeline.actions.deploy import image_specs, ramdisk_with_overlay
 from pipeline.actions.overlay import ApplyOverlayLocal, overlay_action, overlay_root
+from pipeline.actions.qemu_args import check_disk, check_image_arg, substitute
 from pipeline.connection import ShellConnection
 from pipeline.device import Device
 from pipeline.errors import ConfigurationError, InfrastructureError, JobError
@@ -22,8 +23,6 @@ from pipeline.strategies import BuildPlan, Strategy, known_action, strategy
 if TYPE_CHECKING:
     from pipeline.context import JobContext
 
-# QEMU options a job's image_arg may use: it adds its images, never changes the board.
-IMAGE_ARG_OPTIONS = {"-kernel", "-initrd", "-append", "-drive", "-dtb", "-hda", "-hdb", "-cdrom"}
 KERNEL_FAILURES = [
     (r"Kernel panic - not syncing", "kernel panic"),
     (r"end Kernel panic", "kernel panic"),
@@ -159,10 +158,21 @@ class CallQemuAction(Action):
         for key, path in ctx.images.items():
             if key not in self.image_args:
                 continue
-            template = self.image_args[key] or params.get("image_arg")
+            template = self.image_args[key]
+            if template is not None:  # the job's: validated already, checked again as it is used
+                problems = check_image_arg(template, set(self.image_args))
+                if problems:
+                    raise JobError(f"image_arg of {key!r}: {problems[0]}")
+            template = template or params.get("image_arg")
             if not template:
                 raise JobError(f"image {key!r} has no image_arg and the device gives no default")
-            argv += substitute_image_arg(str(template), key, {name: str(p) for name, p in ctx.images.items()})
+            try:
+                args, disks = substitute(str(template), dict(ctx.images))
+            except ValueError as exc:
+                raise JobError(f"image_arg of {key!r}: {exc}") from None
+            for disk, fmt in disks:
+                check_disk(disk, fmt)
+            argv += args
         if ctx.overlay_drive is not None:
             template = params.get("overlay_arg")
             if not template:
@@ -177,24 +187,6 @@ class CallQemuAction(Action):
 
     def cleanup(self, ctx: JobContext) -> None:
         ctx.close_connection()
-
-
-def substitute_image_arg(template: str, key: str, paths: dict[str, str]) -> list[str]:
-    """Split a job's image_arg and substitute downloaded files; only image options are allowed."""
-    try:
-        parts = shlex.split(template)
-    except ValueError as exc:
-        raise JobError(f"image_arg of {key!r}: {exc}") from None
-    out = []
-    for part in parts:
-        if part.startswith("-") and part not in IMAGE_ARG_OPTIONS:
-            raise JobError(f"image_arg of {key!r}: {part} is not allowed (only {', '.join(sorted(IMAGE_ARG_OPTIONS))})")
-        for name, path in paths.items():
-            part = part.replace("{" + name + "}", path)
-        if re.search(r"\{[A-Za-z0-9_-]+\}", part):
-            raise JobError(f"image_arg of {key!r}: {part!r} names an image the job does not deploy")
-        out.append(part)
-    return out
 
 
 @known_action
@@ -235,6 +227,10 @@ class QemuBoot(Strategy):
             raise ProblemList([f"{block.place}: boot method qemu needs a deploy to tmpfs before it"])
         specs = image_specs(deploy.params)
         image_args = {key: spec.image_arg for key, spec in specs.items()}
+        problems = [f"{deploy.place}.images.{key}.image_arg: {problem}" for key, arg in image_args.items()
+                    if arg is not None for problem in check_image_arg(arg, set(specs))]
+        if problems:
+            raise ProblemList(problems)
         has_tests = any(b.kind == "test" for b in plan.order[plan.position + 1:])
         unpack = has_tests and ramdisk_with_overlay(specs) is None
         retry = BootImageRetry()
@@ -461,8 +457,7 @@ def discard_pending_output(ctx: JobContext) -> None:
             connection.child.read_nonblocking(65536, timeout=0)
     except (pexpect.TIMEOUT, pexpect.EOF, OSError):
         pass
-    connection.child.buffer = connection.child.string_type()
-    connection.log.drain()
+    connection.discard()
 
 
 @known_action
