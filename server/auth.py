@@ -16,6 +16,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
 
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
@@ -24,8 +26,15 @@ from server.db import session
 from server.models import Token, User
 
 NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,150}$")
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # 16 MiB, about 30 ms: cheap per request, costly per guess
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # 16 MiB and tens of ms a hash: costly per guess
+VERIFIED_SECONDS = 60.0
+VERIFIED_MAX = 4096
 _DUMMY_HASH: str | None = None
+# Tokens this process verified lately, so an API client does not pay scrypt on every request:
+# SHA-256 of the secret -> (token id, its stored hash, until). Memory only; the token row is still
+# looked up each time, so a deleted token stops working at once.
+_verified: dict[str, tuple[int, str, float]] = {}
+_verified_lock = threading.Lock()
 
 
 class UserExists(ValueError):
@@ -125,10 +134,20 @@ def user_for_token(secret: str, *, engine: Engine | None = None) -> User | None:
     if not isinstance(secret, str) or not secret or len(secret) > 256:
         return None
     with session(engine) as s:
-        rows = s.execute(select(Token.secret_hash, User).join(User, User.id == Token.user_id)
+        rows = s.execute(select(Token.id, Token.secret_hash, User).join(User, User.id == Token.user_id)
                          .where(Token.lookup == _lookup(secret))).all()
-    for stored, user in rows:
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    now = time.monotonic()
+    with _verified_lock:
+        known = _verified.get(digest)
+    for token_id, stored, user in rows:
+        if known is not None and known[:2] == (token_id, stored) and known[2] > now:
+            return user
         if verify_secret(secret, stored):
+            with _verified_lock:
+                if len(_verified) >= VERIFIED_MAX:
+                    _verified.clear()
+                _verified[digest] = (token_id, stored, now + VERIFIED_SECONDS)
             return user
     # As slow without a match as with one: timing does not tell whether a lookup key exists.
     verify_secret(secret, _dummy_hash())

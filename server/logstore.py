@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from sqlalchemy import Engine, Select, delete, func, insert, select
 from sqlalchemy.orm import Session
@@ -90,7 +89,7 @@ def line_count(job_id: str, *, engine: Engine | None = None) -> int:
         return _line_count(s, str(job_id))
 
 
-def chunks_query(job_id: str, start: int, end: int) -> Select[Any]:
+def chunks_query(job_id: str, start: int, end: int) -> Select[int, int, bytes]:
     """The query for the chunks overlapping lines [start, end): from the chunk holding ``start`` on."""
     first = (select(func.max(LogChunk.first_line))
              .where(LogChunk.job_id == job_id, LogChunk.first_line <= start).scalar_subquery())

@@ -17,8 +17,22 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Dialect, Float, ForeignKey, Index, Integer,
-                        LargeBinary, MetaData, String, Text, TypeDecorator)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 JOB_STATES = ("Submitted", "Scheduling", "Scheduled", "Running", "Canceling", "Finished")
@@ -93,15 +107,15 @@ class Job(Base):
     output_dir: Mapped[str | None] = mapped_column(Text)  # host:path of the job's files on its worker
     archived: Mapped[datetime] = mapped_column(default=utcnow)
 
-    # Each filter column leads an index that ends in the listing order, so a
-    # filtered page is an index range scan and its count an index-only one.
+    # Each filter column leads an index in the listing order that ends with the id: a page of
+    # any depth is found by an index-only scan (then its rows by key), and so is the count.
     __table_args__ = (
-        Index("ix_jobs_number_sub_id", "number", "sub_id"),
-        Index("ix_jobs_state_number", "state", "number", "sub_id"),
-        Index("ix_jobs_health_number", "health", "number", "sub_id"),
-        Index("ix_jobs_device_type_number", "device_type", "number", "sub_id"),
-        Index("ix_jobs_submitter_number", "submitter", "number", "sub_id"),
-        Index("ix_jobs_actual_device_number", "actual_device", "number", "sub_id"),
+        Index("ix_jobs_number", "number", "sub_id", "id"),
+        Index("ix_jobs_state_number", "state", "number", "sub_id", "id"),
+        Index("ix_jobs_health_number", "health", "number", "sub_id", "id"),
+        Index("ix_jobs_device_type_number", "device_type", "number", "sub_id", "id"),
+        Index("ix_jobs_submitter_number", "submitter", "number", "sub_id", "id"),
+        Index("ix_jobs_actual_device_number", "actual_device", "number", "sub_id", "id"),
         Index("ix_jobs_multinode_group", "multinode_group"),
         Index("ix_jobs_end_time", "end_time"),
     )
@@ -152,7 +166,7 @@ class Result(Base):
 
 
 class LogChunk(Base):
-    """``line_count`` lines of a job's output.yaml from ``first_line`` (0-based), joined by newlines, zlib-compressed."""
+    """``line_count`` lines of a job's output.yaml from ``first_line`` (0-based), newline-joined, zlib-compressed."""
 
     __tablename__ = "log_chunks"
 

@@ -1,13 +1,16 @@
 """Alembic environment: runs on the connection ``server.db.upgrade`` gives (or on ``database_url()``).
 
 There is no alembic.ini: ``server.db.alembic_config`` builds the Config in
-code. For a new revision (developers):
-``python -c "from alembic import command; from server.db import alembic_config; command.revision(alembic_config(), 'what changed', autogenerate=True)"``
+code. A new revision, compared against ``LAVA_DISPATCH_DATABASE_URL`` at head:
+
+    python -c "from alembic import command; from server.db import alembic_config;
+    command.revision(alembic_config(), 'what changed', autogenerate=True)"
 """
 
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from server.models import Base
 
@@ -26,7 +29,7 @@ def run() -> None:
         _run(connection)
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
                       compare_type=True)
     with context.begin_transaction():

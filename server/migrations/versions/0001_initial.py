@@ -10,6 +10,8 @@ changes to the models cannot change what this revision creates.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -21,7 +23,7 @@ depends_on = None
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def stamp(name: str, nullable: bool = False) -> sa.Column:
+def stamp(name: str, nullable: bool = False) -> sa.Column[datetime]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
@@ -53,9 +55,9 @@ def upgrade() -> None:
         stamp("archived"),
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
     )
-    op.create_index("ix_jobs_number_sub_id", "jobs", ["number", "sub_id"])
+    op.create_index("ix_jobs_number", "jobs", ["number", "sub_id", "id"])
     for column in ("state", "health", "device_type", "submitter", "actual_device"):
-        op.create_index(f"ix_jobs_{column}_number", "jobs", [column, "number", "sub_id"])
+        op.create_index(f"ix_jobs_{column}_number", "jobs", [column, "number", "sub_id", "id"])
     op.create_index("ix_jobs_multinode_group", "jobs", ["multinode_group"])
     op.create_index("ix_jobs_end_time", "jobs", ["end_time"])
 
