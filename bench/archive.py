@@ -140,7 +140,7 @@ def main() -> int:
                 device_type="bbb", limit=page, offset=args.jobs // 5 - page, engine=engine)),
         ]
         n = args.log_lines
-        for label, job, lines in (("long", long_id, n), ("short", short_id, 1000)):
+        for job, lines in ((long_id, n), (short_id, 1000)):
             for where, start in (("first", 0), ("middle", lines // 2), ("last", lines - 100)):
                 cases.append((f"read_lines {where} 100 of {lines}",
                               lambda job=job, start=start: archive.read_lines(job, start, start + 100,

@@ -6,6 +6,7 @@ Every test runs on SQLite and on PostgreSQL (a throw-away database each).
 from __future__ import annotations
 
 import threading
+import tracemalloc
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -188,6 +189,22 @@ def test_a_100000_line_log_reads_back_by_line_range(engine, monkeypatch):
     assert archive.read_lines(100, 10, 10, engine=engine) == []
     with pytest.raises(ValueError):
         archive.read_lines(100, -1, 10, engine=engine)
+
+
+def test_archiving_and_reading_a_long_log_takes_bounded_memory(engine):
+    archive.archive_job(record(1), [], (log_line(n) for n in range(2000)), engine=engine)  # warm the caches
+    size = sum(len(log_line(n)) + 1 for n in range(100_000))
+    tracemalloc.start()
+    try:
+        archive.archive_job(record(2), [], (log_line(n) for n in range(100_000)), engine=engine)
+        _, written = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        assert len(archive.read_lines(2, 50_000, 50_100, engine=engine)) == 100
+        _, read = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert written < size / 5, (written, size)  # a chunk at a time, never the whole log
+    assert read < size / 5, (read, size)
 
 
 def test_the_whole_log_streams_back_identical(engine):

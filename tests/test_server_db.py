@@ -17,7 +17,7 @@ from sqlalchemy import inspect, text
 
 from server import db
 
-pytest_plugins = ("server_fixtures",)  # db_url, engine, lab_env: on SQLite and PostgreSQL
+pytest_plugins = ("server_fixtures",)  # empty_db_url: an empty SQLite and PostgreSQL database
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = {"jobs", "results", "log_chunks", "users", "tokens", "health_changes", "alembic_version"}
@@ -64,23 +64,23 @@ def test_the_sqlite_file_directory_is_created(tmp_path):
 # ---------------------------------------------------------------- schema and migrations
 
 
-def test_a_new_database_gets_the_schema_on_first_use(db_url):
-    raw = db.make_engine(db_url)
+def test_a_new_database_gets_the_schema_on_first_use(empty_db_url):
+    raw = db.make_engine(empty_db_url)
     assert db.current_revision(raw) is None
     assert set(inspect(raw).get_table_names()) == set()
     raw.dispose()
-    engine = db.get_engine(db_url)
+    engine = db.get_engine(empty_db_url)
     assert set(inspect(engine).get_table_names()) == TABLES
     assert db.current_revision(engine) == db.head_revision() == "0001"
 
 
-def test_the_migrations_create_exactly_what_the_models_describe(db_url):
+def test_the_migrations_create_exactly_what_the_models_describe(empty_db_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
     from server.models import Base
 
-    engine = db.make_engine(db_url)
+    engine = db.make_engine(empty_db_url)
     assert db.upgrade(engine) == db.head_revision()
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection, opts={"compare_type": True}),
@@ -92,32 +92,32 @@ def test_the_migrations_create_exactly_what_the_models_describe(db_url):
     engine.dispose()
 
 
-def test_an_existing_database_keeps_its_data_when_opened_again(db_url):
+def test_an_existing_database_keeps_its_data_when_opened_again(empty_db_url):
     from server.auth import add_user, get_user
 
-    add_user("alice", engine=db.get_engine(db_url))
+    add_user("alice", engine=db.get_engine(empty_db_url))
     db.dispose_engines()
-    engine = db.make_engine(db_url)
+    engine = db.make_engine(empty_db_url)
     assert db.upgrade(engine) == "0001"  # nothing to do: already current
     assert get_user("alice", engine=engine) is not None
     engine.dispose()
 
 
-def test_a_downgraded_database_is_upgraded_on_first_use(db_url):
+def test_a_downgraded_database_is_upgraded_on_first_use(empty_db_url):
     from alembic import command
 
-    engine = db.make_engine(db_url)
+    engine = db.make_engine(empty_db_url)
     db.upgrade(engine)
     with engine.begin() as connection:
         command.downgrade(db.alembic_config(connection), "base")
     assert db.current_revision(engine) is None
     assert "jobs" not in inspect(engine).get_table_names()
     engine.dispose()
-    assert "jobs" in inspect(db.get_engine(db_url)).get_table_names()
+    assert "jobs" in inspect(db.get_engine(empty_db_url)).get_table_names()
 
 
-def test_a_database_from_a_newer_version_is_refused_untouched(db_url):
-    engine = db.make_engine(db_url)
+def test_a_database_from_a_newer_version_is_refused_untouched(empty_db_url):
+    engine = db.make_engine(empty_db_url)
     db.upgrade(engine)
     with engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
@@ -127,8 +127,8 @@ def test_a_database_from_a_newer_version_is_refused_untouched(db_url):
     engine.dispose()
 
 
-def test_several_processes_may_create_the_schema_at_once(db_url):
-    engines = [db.make_engine(db_url) for _ in range(4)]
+def test_several_processes_may_create_the_schema_at_once(empty_db_url):
+    engines = [db.make_engine(empty_db_url) for _ in range(4)]
     barrier = threading.Barrier(len(engines))
     outcomes: list[object] = []
 
