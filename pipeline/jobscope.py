@@ -147,6 +147,17 @@ def cgroup_base() -> Path | None:
     return None
 
 
+def _in_cgroup(pid: int, cgroup: Path) -> bool:
+    """``pid`` is in ``cgroup`` (or below it); False if that cannot be read (the helper has ended)."""
+    mount = cgroup2_mount()
+    try:
+        with open(f"/proc/{pid}/cgroup") as handle:
+            path = next(line[3:].strip() for line in handle if line.startswith("0::"))
+    except (OSError, StopIteration):
+        return False
+    return mount is not None and (mount / path.lstrip("/") == cgroup or cgroup in (mount / path.lstrip("/")).parents)
+
+
 def _members(cgroup: Path) -> list[int]:
     pids = []
     for procs in cgroup.glob("**/cgroup.procs"):  # a job may have made cgroups of its own inside
@@ -284,6 +295,7 @@ class JobScope:
         self._procs: bytes | None = None
         self._checked = False
         self.used = False  # a helper was spawned since the last stop: there may be something to end
+        self.outside = False  # a helper may not be in the cgroup: /proc must be searched as well
 
     def environ(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of a new helper: ``env`` (default: ours) plus the job's token."""
@@ -321,9 +333,12 @@ class JobScope:
         return join
 
     def note_session(self, sid: int) -> None:
+        """A helper was spawned (it leads session ``sid``): remember it, and whether it is in the cgroup."""
         stat = proc_stat(sid)
         if stat is not None:
             self.sessions[sid] = stat[4]
+        if self.cgroup is not None and not self.outside and not _in_cgroup(sid, self.cgroup):
+            self.outside = True
 
     def records(self) -> list[str]:
         """Lines for the worker's pid file: what a restarted worker must kill if this one crashes."""
@@ -335,11 +350,13 @@ class JobScope:
     def stop(self, grace: float = 2.0) -> list[str]:
         """End every process of the job still running; each as "command line (pid N)"."""
         ended: dict[int, str] = {}
+        search = self.cgroup is None or self.outside
         if self.cgroup is not None:
             ended.update(stop_cgroup(self.cgroup, grace))
             self.cgroup = self._procs = None
             self._checked = False
-        ended.update(stop_token(self.token, self.sessions, grace))
+        if search and self.used:
+            ended.update(stop_token(self.token, self.sessions, grace))
         self.sessions.clear()
-        self.used = False
+        self.used = self.outside = False
         return [f"{what} (pid {pid})" for pid, what in sorted(ended.items())]

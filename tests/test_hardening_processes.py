@@ -145,7 +145,7 @@ def test_a_hanging_step_that_times_out_leaves_nothing(tmp_path, markers, which):
     if which == "action":
         job["timeouts"]["actions"] = {"lava-test-shell": {"seconds": 5}}
     else:
-        job["timeouts"] = {"job": {"seconds": 8}, "action": {"seconds": 8}}
+        job["timeouts"] = {"job": {"seconds": 12}, "action": {"seconds": 12}}  # room for a slow boot
     process, output = start_run(tmp_path, yaml.safe_dump(job))
     try:
         wait_while_running(process, lambda: sleeping(marker), 30, "the hanging sleep")
