@@ -193,9 +193,12 @@ class ShellConnection:
         self._match: re.Match | None = None
         self._before = ""
         try:
-            self.child = pexpect.spawn(argv[0], list(argv[1:]), cwd=cwd, env=env, encoding="utf-8",
+            # In the job's cgroup from its first instruction, with the job's token: whatever it
+            # starts (a test's background jobs, a daemon) is found again at the job's end.
+            self.child = pexpect.spawn(argv[0], list(argv[1:]), cwd=cwd, encoding="utf-8",
                                        codec_errors="replace", timeout=None, maxread=READ_SIZE,
-                                       echo=False, dimensions=(500, 2000))
+                                       echo=False, dimensions=(500, 2000),
+                                       **ctx.processes.spawn_options(env))
         except (pexpect.ExceptionPexpect, OSError) as exc:
             raise InfrastructureError(f"{what}: cannot start {argv[0]}: {exc}") from None
         self.child.delaybeforesend = None  # pexpect would sleep 50 ms before every send

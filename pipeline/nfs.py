@@ -26,7 +26,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from pipeline.errors import ConfigurationError, InfrastructureError
+from pipeline.processes import terminate
 
 DEFAULT_BIND = "127.0.0.1"
 DEFAULT_PORT = 2049
@@ -197,19 +197,9 @@ class NfsServer:
             return True
 
     def _stop(self, pid: int) -> None:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 10
-        while self.pid() is not None and time.monotonic() < deadline:
-            _reap(pid)
-            time.sleep(0.05)
-        if self.pid() is not None:
-            os.kill(pid, signal.SIGKILL)
-            while self.pid() is not None:
-                _reap(pid)
-                time.sleep(0.02)
+        if not terminate(lambda sig: os.kill(pid, sig), lambda: self.pid() is not None, grace=10, kill_wait=5,
+                         reap=lambda: _reap(pid)):
+            raise InfrastructureError(f"nfs-ganesha (pid {pid}) did not end after SIGKILL")
         self.pid_file.unlink(missing_ok=True)
         # The port is free once the listening socket is closed.
         deadline = time.monotonic() + 5

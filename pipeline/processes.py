@@ -1,9 +1,12 @@
 """Helper processes (QEMU, git, telnet, power commands) and how they end.
 
-Every helper starts in its own session, so ``os.killpg`` ends it and
-everything it started: no orphan survives a cancel, a timeout or a crash.
-The registry also writes each live helper's process group to a file, so a
-restarted worker can kill what a crashed one left behind.
+Every helper starts in its own session, so ``os.killpg`` ends it and what
+stays in its group; what a job detached from its helpers (background jobs
+of a shell, ``setsid``, daemons) is ended with the job's cgroup or token
+(``pipeline.jobscope``). The registry also writes each live helper's
+process group, the job's cgroup and token to a file, so a restarted worker
+can kill what a crashed one left behind. ``terminate`` is the one
+TERM-grace-KILL loop of the project.
 """
 
 from __future__ import annotations
@@ -13,43 +16,90 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from pipeline.errors import InfrastructureError
+from pipeline.jobscope import JobScope, stop_cgroup, stop_token
+
+
+def wait_until(done: Callable[[], bool], seconds: float, reap: Callable[[], None] | None = None) -> bool:
+    """Poll ``done`` until it is true (True) or ``seconds`` pass (False); ``reap`` runs before each look."""
+    deadline = time.monotonic() + seconds
+    pause = 0.001  # most processes end within milliseconds: look often at first
+    while True:
+        if reap is not None:
+            reap()
+        if done():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def terminate(send: Callable[[int], None], alive: Callable[[], bool], grace: float = 2.0,
+              kill_wait: float = 1.0, reap: Callable[[], None] | None = None) -> bool:
+    """SIGTERM, up to ``grace`` s to end, then SIGKILL and up to ``kill_wait`` s; True once nothing lives.
+
+    ``send(sig)`` signals whatever is to end, ``alive()`` says if any of it is left, ``reap()``
+    collects our own children's exit status (an unreaped child still looks alive).
+    """
+    for sig, seconds in ((signal.SIGTERM, grace), (signal.SIGKILL, kill_wait)):
+        try:
+            send(sig)
+        except ProcessLookupError:
+            pass
+        if wait_until(lambda: not alive(), seconds, reap):
+            return True
+    return False
 
 
 class ProcessRegistry:
-    """The helper process groups of one job (or one board)."""
+    """The helper process groups of one job (or one board), and everything the job started."""
 
     def __init__(self, pid_file: Path | None = None):
         self.groups: dict[int, str] = {}  # pgid -> what it is
         self.pid_file = pid_file
+        self.scope = JobScope()
+
+    def spawn_options(self, env: dict[str, str] | None = None) -> dict[str, Any]:
+        """``env`` and ``preexec_fn`` for a new helper of this job (Popen and pexpect take both)."""
+        return {"env": self.scope.environ(env), "preexec_fn": self.scope.preexec()}
 
     def spawn(self, argv: Sequence[str], what: str, **kwargs) -> subprocess.Popen:
+        kwargs.update(self.spawn_options(kwargs.pop("env", None)))
         process = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
         self.adopt(process.pid, what)
         return process
 
     def adopt(self, pgid: int, what: str) -> None:
         self.groups[pgid] = what
+        self.scope.note_session(pgid)
         self._save()
 
     def forget(self, pgid: int) -> None:
         self.groups.pop(pgid, None)
         self._save()
 
-    def kill_all(self, grace: float = 2.0, log: Callable[[str], None] | None = None) -> None:
+    def kill_all(self, grace: float = 2.0, log: Callable[[str], None] | None = None) -> list[str]:
+        """Stop every helper, then whatever the job left running; the latter as "command (pid N)"."""
         for pgid, what in list(self.groups.items()):
             if kill_group(pgid, grace) and log:
                 log(f"stopped {what} (process group {pgid})")
             self.forget(pgid)
+        left = self.scope.stop(grace)
+        self._save()
+        return left
 
     def _save(self) -> None:
         if self.pid_file is None:
             return
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.pid_file.with_suffix(".tmp")
-        tmp.write_text("".join(f"{pgid} {what}\n" for pgid, what in self.groups.items()))
+        lines = [f"{pgid} {what}" for pgid, what in self.groups.items()]
+        if self.scope.used:
+            lines += self.scope.records()
+        tmp.write_text("".join(f"{line}\n" for line in lines))
         tmp.replace(self.pid_file)
 
 
@@ -65,21 +115,7 @@ def kill_group(pgid: int, grace: float = 2.0) -> bool:
     """TERM then KILL a process group; True if it was alive."""
     if not group_alive(pgid):
         return False
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return True
-    deadline = time.monotonic() + grace
-    pause = 0.001  # most helpers end within milliseconds: look often at first
-    while time.monotonic() < deadline and group_alive(pgid):
-        _reap(pgid)
-        time.sleep(pause)
-        pause = min(pause * 2, 0.05)
-    if group_alive(pgid):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    terminate(lambda sig: os.killpg(pgid, sig), lambda: group_alive(pgid), grace, reap=lambda: _reap(pgid))
     _reap(pgid)
     return True
 
@@ -92,7 +128,8 @@ def _reap(pid: int) -> None:
 
 
 def kill_stale_groups(pid_file: Path) -> list[str]:
-    """Kill the process groups a crashed worker recorded; return what was killed."""
+    """Kill the process groups, the job's cgroup and token processes a crashed worker recorded;
+    return what was killed."""
     killed = []
     if not pid_file.exists():
         return killed
@@ -100,6 +137,10 @@ def kill_stale_groups(pid_file: Path) -> list[str]:
         pgid_text, _, what = line.partition(" ")
         if pgid_text.isdigit() and kill_group(int(pgid_text)):
             killed.append(f"{what} (process group {pgid_text})")
+        elif pgid_text == "cgroup" and what:
+            killed += [f"{command} (pid {pid})" for pid, command in stop_cgroup(Path(what)).items()]
+        elif pgid_text == "token" and what:
+            killed += [f"{command} (pid {pid})" for pid, command in stop_token(what).items()]
     pid_file.unlink(missing_ok=True)
     return killed
 
@@ -111,9 +152,10 @@ def run_command(argv: Sequence[str], timeout: float, what: str, cwd: Path | None
 
     A failure or a timeout raises InfrastructureError carrying the output's tail.
     """
-    process = subprocess.Popen(list(argv), cwd=cwd, env=env, start_new_session=True,
+    options: dict[str, Any] = registry.spawn_options(env) if registry else {"env": env}
+    process = subprocess.Popen(list(argv), cwd=cwd, start_new_session=True,
                                stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **options)
     if registry:
         registry.adopt(process.pid, what)
     try:

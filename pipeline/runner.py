@@ -156,7 +156,11 @@ class JobRunner:
             ctx.close_file_server()
             self.power_off()
         finally:
-            ctx.processes.kill_all(log=ctx.logger.debug)
+            left = ctx.processes.kill_all(log=ctx.logger.debug)
+            if left:
+                # The board is the host for a local shell: what a test started must end with the job.
+                shown = ", ".join(left[:8]) + (f", ... ({len(left) - 8} more)" if len(left) > 8 else "")
+                ctx.logger.info(f"stopped {len(left)} process(es) the job left running: {shown}")
             if ctx.multinode is not None:
                 ctx.multinode.close()
         state = self.state()

@@ -49,7 +49,7 @@ from typing import Any
 
 from pipeline.device import Device, load_device
 from pipeline.errors import InfrastructureError, LavaError
-from pipeline.processes import kill_group, kill_stale_groups
+from pipeline.processes import kill_group, kill_stale_groups, terminate
 from tasks import config
 from tasks.ids import job_dir
 from tasks.scheduler import Assignment, Lab, board_queue, control_channel, job_key
@@ -124,18 +124,15 @@ def kill_sessions(sids: set[int], grace: float = 2.0) -> list[int]:
     if not sids:
         return []
     victims = [pid for pid in _all_pids() if (st := _proc_stat(pid)) and st[2] in sids and pid != os.getpid()]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+
+    def send(sig: int) -> None:
         for pid in victims:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 1.0)
-        while time.monotonic() < deadline:
-            _reap_children()
-            if not any(_proc_stat(pid) for pid in victims):
-                break
-            time.sleep(0.02)
+
+    terminate(send, lambda: any(_proc_stat(pid) for pid in victims), grace, reap=_reap_children)
     return victims
 
 

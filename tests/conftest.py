@@ -52,6 +52,7 @@ import functools
 import http.server
 import textwrap
 import os
+import signal
 import subprocess
 import threading
 
@@ -156,11 +157,77 @@ def run_job(tmp_path: Path, job_text: str, device: str | Path, timeout: float = 
     return JobRun(result.returncode, result.stdout, result.stderr, output_dir)
 
 
+def processes_of(path: Path | str) -> list[int]:
+    """Live processes that mention ``path`` in their command line, working directory or environment
+    (``run_job`` gives the run TMPDIR=tmp_path/scratch, which its helpers and the board's shell inherit)."""
+    needle = str(path).encode()
+    found = set(processes_matching(str(path)))
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                mentioned = needle in handle.read()
+            with open(f"/proc/{entry}/stat") as handle:
+                zombie = handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            continue
+        if mentioned and not zombie:
+            found.add(int(entry))
+    return sorted(found)
+
+
+def cmdline_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "(gone)"
+
+
+def kill_pids(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @pytest.fixture
 def no_leftovers(tmp_path):
-    """Fail the test if a helper process it started (QEMU, shells) outlives it."""
+    """Fail the test if a process it started (QEMU, shells, what a test step left) outlives it.
+
+    The survivors are killed before the failure is reported, so one leak cannot break later tests.
+    """
     yield
-    wait_for(lambda: not processes_matching(str(tmp_path)), 10, f"processes of {tmp_path} to end")
+    try:
+        wait_for(lambda: not processes_of(tmp_path), 10, f"processes of {tmp_path} to end")
+    except AssertionError:
+        left = processes_of(tmp_path)
+        described = [f"{pid}: {cmdline_of(pid)}" for pid in left]
+        kill_pids(left)
+        raise AssertionError(f"processes outlived the test: {described}") from None
+
+
+@pytest.fixture
+def markers():
+    """``markers(300)`` -> a unique sleep duration such as "300.048291" to tag a process the test starts.
+
+    The test fails, and the survivors are killed, if a process so tagged outlives it.
+    """
+    import secrets
+
+    made: list[str] = []
+
+    def make(seconds: int) -> str:
+        made.append(f"{seconds}.{secrets.randbelow(10 ** 6):06d}")
+        return made[-1]
+
+    yield make
+    left = sorted({pid for marker in made for pid in processes_matching(marker)})
+    described = [f"{pid}: {cmdline_of(pid)}" for pid in left]
+    kill_pids(left)
+    assert not left, f"tagged processes outlived the test: {described}"
 
 
 def kvm_images(images: Path, indent: int = 6) -> str:

@@ -17,7 +17,7 @@ import textwrap
 import pytest
 import yaml
 
-from conftest import DEVICES, ROOT, processes_matching, run_job, wait_for
+from conftest import DEVICES, ROOT, cmdline_of, processes_matching, run_job, wait_for
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -123,8 +123,9 @@ def test_install_steps_and_deps_are_handled(tmp_path):
 
 
 def test_test_timeout_ends_a_hanging_test(tmp_path):
-    run = run_job(tmp_path, local_job(["lava-test-case hangs --shell sleep 600"], timeout="action: {seconds: 2}"),
-                  "local01")
+    # Only the test action has 2 s: a boot slowed down by a loaded machine must not time out instead.
+    run = run_job(tmp_path, local_job(["lava-test-case hangs --shell sleep 600"],
+                                      timeout="actions: {lava-test-shell: {seconds: 2}}"), "local01")
     assert run.code == 1
     assert "lava-test-shell: timeout. 2 seconds" in run.messages()
     job = run.job_result()
@@ -284,10 +285,16 @@ def test_sigterm_or_ctrl_c_finalizes_and_leaves_nothing(tmp_path, signum):
                                 str(DEVICES / "local01.yaml"), "--output-dir", str(output)], cwd=ROOT,
                                env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: (output / "output.yaml").exists() and "STARTTC hangs" in (output / "output.yaml").read_text(),
-             30, "the test to start")
-    process.send_signal(signum)
-    stdout, _ = process.communicate(timeout=30)
+    try:
+        wait_for(lambda: (output / "output.yaml").exists() and "STARTTC hangs" in (output / "output.yaml").read_text()
+                 and any(cmdline_of(pid) == "sleep 600" for pid in processes_matching(str(scratch))), 60,
+                 "the test's sleep to start")
+        process.send_signal(signum)
+        stdout, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # a failed wait: the run must not outlive the test
+            process.kill()
+            process.communicate()
     assert process.returncode == 3
     assert "job Canceled" in stdout
     results = yaml.safe_load((output / "results.yaml").read_text())

@@ -17,6 +17,7 @@ from pipeline.device import Device
 from pipeline.errors import ConfigurationError, InfrastructureError, JobError
 from pipeline.job import (ActionBlock, BootBase, BootMinimal, BootQemu, BootUBoot, DeployMedia, DeployTmpfs,
                           ProblemList)
+from pipeline.jobscope import TOKEN_VARIABLE
 from pipeline.processes import run_command
 from pipeline.strategies import BuildPlan, Strategy, known_action, strategy
 
@@ -114,7 +115,9 @@ class ExportDeviceEnv(Action):
     uses_connection = True
 
     def run(self, ctx: JobContext) -> None:
-        values = {"LAVA_JOB_ID": ctx.job_id, "LAVA_BOARD": ctx.board_name, **ctx.environment}
+        # The token marks what the tests start, so that a local-shell board's leftovers end with the job.
+        values = {"LAVA_JOB_ID": ctx.job_id, "LAVA_BOARD": ctx.board_name, TOKEN_VARIABLE: ctx.processes.scope.token,
+                  **ctx.environment}
         line = " ".join(f"{key}={shlex.quote(str(value))}" for key, value in values.items())
         ctx.require_connection().run(f"export {line}", self.connection_timeout, self.name)
 
