@@ -515,3 +515,54 @@ def test_every_gap_has_several_inputs():
     gaps = [case[0] for case in GAPS]
     assert all(gaps.count(gap) >= 2 for gap in gaps), {gap: gaps.count(gap) for gap in gaps}
     assert len({case[2] for case in GAPS}) == len(GAPS)
+
+
+KVM_DEVICE = (DEVICES / "kvm01.yaml").read_text()
+BBB_DEVICE = (DEVICES / "bbb01.yaml").read_text()
+QEMU_PARAMETERS = "        parameters:\n          command: qemu-system-x86_64\n"
+DEVICE_GAPS = [
+    # (gap, id, device text, text that must appear in the error); the job is the sample kvm.yaml or uboot-nfs.yaml
+    ("method-shape", "parameters-string", KVM_DEVICE.replace(QEMU_PARAMETERS, "        parameters: qemu-system-x86_64\n"
+                                                             "        unused:\n          command: x\n"),
+     "kvm01.yaml: actions.boot.methods.qemu.parameters: expected a mapping, got 'qemu-system-x86_64'"),
+    ("method-shape", "method-string", KVM_DEVICE.replace("      tmpfs: {}", "      tmpfs: yes-please"),
+     "kvm01.yaml: actions.deploy.methods.tmpfs: expected a mapping (parameters, command sets), got 'yes-please'"),
+    ("method-shape", "parameters-list", KVM_DEVICE.replace("      tmpfs: {}", "      tmpfs: {parameters: [a]}"),
+     "kvm01.yaml: actions.deploy.methods.tmpfs.parameters: expected a mapping, got a list"),
+    ("uboot-commands", "string", BBB_DEVICE.replace("        usb:\n          commands:\n            - usb start\n",
+                                                    "        usb:\n          commands: usb start\n          x:\n"
+                                                    "            - usb start\n"),
+     "bbb01.yaml: actions.boot.methods.u-boot.usb.commands: expected a list of commands (strings)"),
+    ("uboot-commands", "mapping-entry", BBB_DEVICE.replace("            - usb start\n", "            - {usb: start}\n"),
+     "bbb01.yaml: actions.boot.methods.u-boot.usb.commands: expected a list of commands (strings)"),
+    ("load-addresses", "string", BBB_DEVICE.replace("  bootm:\n    kernel: '0x80200000'\n", "  bootm: '0x80200000'\n  x:\n"
+                                                    "    kernel: '0x80200000'\n"),
+     "bbb01.yaml: parameters.bootm: expected a mapping of load addresses"),
+    ("load-addresses", "list", BBB_DEVICE.replace("  bootz:\n", "  bootz: [1]\n  x:\n"),
+     "bbb01.yaml: parameters.bootz: expected a mapping of load addresses"),
+    ("device-prompts", "bad-regex", KVM_DEVICE.replace("    - 'root@lava-board:~# '", "    - 'root@(lava-board:~# '"),
+     "kvm01.yaml: constants.shell-prompts[0]: 'root@(lava-board:~# ' is not a valid regular expression"),
+    ("device-prompts", "string", KVM_DEVICE.replace("  shell-prompts:\n    - 'root@lava-board:~# '",
+                                                    "  shell-prompts: 'root@lava-board:~# '"),
+     "kvm01.yaml: constants.shell-prompts: expected a list of strings, got 'root@lava-board:~# '"),
+    ("device-prompts", "failure-messages", KVM_DEVICE.replace("constants:\n", "constants:\n  failure-messages: 5\n"),
+     "kvm01.yaml: constants.failure-messages: expected a list of strings, got 5"),
+    ("device-yaml", "duplicate-key", KVM_DEVICE.replace("hostname: kvm01\n", "hostname: kvm01\nhostname: kvm02\n"),
+     "kvm01.yaml: (device): duplicate key 'hostname' (line 6; first on line 5)"),
+    ("device-yaml", "nan-timeout", KVM_DEVICE.replace("seconds: 30", "seconds: .nan"),
+     "kvm01.yaml: timeouts.actions.execute-qemu: seconds: nan is not a non-negative number"),
+    ("device-yaml", "environment-name", KVM_DEVICE + "environment: {MY-VAR: x}\n",
+     "kvm01.yaml: environment.MY-VAR: 'MY-VAR' is not a shell variable name"),
+]
+
+
+@pytest.mark.parametrize("gap,name,text,expected", DEVICE_GAPS, ids=[f"{g[0]}:{g[1]}" for g in DEVICE_GAPS])
+def test_malformed_device_is_rejected_with_its_place(tmp_path, gap, name, text, expected):
+    """The device file is the lab's (trusted), but a mistake in it is a problem, not a traceback later."""
+    sample = "kvm.yaml" if "kvm01" in expected else "uboot-nfs.yaml"
+    device = tmp_path / expected.split(":")[0]
+    device.write_text(text)
+    result = run_cli("validate", str(SAMPLES / sample), "--device", str(device))
+    assert result.code == 1, result.err
+    assert expected in result.err, result.err
+    assert "Traceback" not in result.err and result.out == ""
