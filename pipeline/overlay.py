@@ -29,7 +29,9 @@ from typing import Any
 
 import yaml
 
+from pipeline import yamlload
 from pipeline.errors import JobError
+from pipeline.testdef import testdef_problems
 
 SCRIPTS_DIR = Path(__file__).parent / "overlay_scripts"
 INSTALLERS = {"debian": "apt-get install -y", "ubuntu": "apt-get install -y"}
@@ -76,37 +78,23 @@ def load_testdef(path: Path, place: str) -> dict[str, Any]:
     if not path.is_file():
         raise JobError(f"{place}: the test definition {path.name!r} does not exist in the repository")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise JobError(f"{place}: the test definition is not valid YAML: {exc}") from None
+        # The job's repository is as hostile as the job: the same bounded loader, at most the same size.
+        with path.open("rb") as handle:
+            data = yamlload.load(handle.read(yamlload.max_bytes_from_env() + 1).decode(), "test definition",
+                                 f"{place}: ")
+    except yamlload.YamlRejected as exc:
+        raise JobError("; ".join(exc.problems)) from None
+    except UnicodeDecodeError as exc:
+        raise JobError(f"{place}: the test definition is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     check_testdef(data, place)
     return data
 
 
 def check_testdef(data: Any, place: str) -> None:
-    """The Lava-Test Test Definition 1.0 format, checked before anything runs."""
-    if not isinstance(data, dict):
-        raise JobError(f"{place}: a test definition is a mapping with metadata and run")
-    metadata = data.get("metadata")
-    if not isinstance(metadata, dict) or not metadata.get("name"):
-        raise JobError(f"{place}.metadata.name: required")
-    steps = (data.get("run") or {}).get("steps") if isinstance(data.get("run"), dict) else None
-    if not isinstance(steps, list) or not all(isinstance(step, (str, int, float)) for step in steps):
-        raise JobError(f"{place}.run.steps: a list of shell commands is required")
-    install = data.get("install") or {}
-    if not isinstance(install, dict):
-        raise JobError(f"{place}.install: expected a mapping with steps and/or deps")
-    parse = data.get("parse") or {}
-    if not isinstance(parse, dict):
-        raise JobError(f"{place}.parse: expected a mapping with pattern and fixupdict")
-    if parse.get("pattern"):
-        try:
-            compiled = re.compile(parse["pattern"])
-        except re.error as exc:
-            raise JobError(f"{place}.parse.pattern: not a valid regular expression: {exc}") from None
-        missing = {"test_case_id", "result"} - set(compiled.groupindex)
-        if missing:
-            raise JobError(f"{place}.parse.pattern: needs the named groups {', '.join(sorted(missing))}")
+    """The Lava-Test Test Definition 1.0 format, checked before anything runs (pipeline.testdef)."""
+    problems = testdef_problems(data, place)
+    if problems:
+        raise JobError("; ".join(problems))
 
 
 def write_test(stage_dir: Path, stage: int, index: int, name: str, testdef: dict[str, Any],

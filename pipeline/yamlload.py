@@ -253,8 +253,7 @@ def load(text: str, what: str = "job", prefix: str = "", limits: Limits | None =
         raise YamlRejected([f"{prefix}({what}): expected YAML text, got {type(text).__name__}"])
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > limits.max_bytes:
-        raise YamlRejected([f"{prefix}({what}): {size} bytes is more than the limit of {limits.max_bytes} "
-                            f"({MAX_BYTES_ENV})"])
+        raise YamlRejected([f"{prefix}({what}): larger than the limit of {limits.max_bytes} bytes ({MAX_BYTES_ENV})"])
     loader = None
     root = None
     try:
