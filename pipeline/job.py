@@ -488,7 +488,8 @@ def _parse_definitions(items: list[dict[str, Any]], place: str, problems: list[s
                             f"(one of {', '.join(DEFINITION_SOURCES)})")
             continue
         if source in PLANNED_SOURCES:
-            problems.append(f"{where}.from: {shown(source)} is not supported (use one of {', '.join(DEFINITION_SOURCES)})")
+            problems.append(f"{where}.from: {shown(source)} is not supported "
+                            f"(use one of {', '.join(DEFINITION_SOURCES)})")
             continue
         definition = _validate_model(TestDefinition, item, where, problems)
         if definition is None:
@@ -520,7 +521,8 @@ GIT_LOCATION = re.compile(r"^(?:(?:https?|git|ssh|file)://[^\s;'\"`\\<>|$&(){}]+
 
 def _git_location(value: Any) -> str:
     if not isinstance(value, str) or not GIT_LOCATION.match(value) or value.startswith("-"):
-        raise ValueError(f"{shown(value, 200)} is not a git URL (http(s)://, git://, ssh://, file:// or an absolute path)")
+        raise ValueError(f"{shown(value, 200)} is not a git URL "
+                         "(http(s)://, git://, ssh://, file:// or an absolute path)")
     return value
 
 

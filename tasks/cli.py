@@ -57,7 +57,8 @@ def read_file(path: str, what: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"cannot read {what} file {path!r}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise UsageError(f"cannot read {what} file {path!r}: not UTF-8 text "
+                         f"({exc.reason} at byte {exc.start})") from None
 
 
 def load_job_and_device(job_path: str, device_path: str | None) -> tuple[Job, Device | None]:

@@ -64,8 +64,8 @@ def test_the_sample_job_is_valid_as_a_process(tmp_path):
 def test_billion_laughs_is_refused_without_expanding_it(tmp_path):
     levels = "".join(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 10))
     path = tmp_path / "laughs.yaml"
-    path.write_text(JOB.replace("{GREETING: hello}", "{GREETING: *l9}").replace(
-        "actions:\n", "metadata:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + levels + "actions:\n"))
+    metadata = "metadata:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + levels
+    path.write_text(JOB.replace("{GREETING: hello}", "{GREETING: *l9}").replace("actions:\n", metadata + "actions:\n"))
     err = rejected(lava_dispatch("validate", str(path), "--device", str(DEVICES / "local01.yaml")))
     assert "metadata.l3[7]: aliases expand to more than 10000 nodes" in err, err
 

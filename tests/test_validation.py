@@ -350,8 +350,8 @@ LOCAL_HEAD = HEAD.replace("device_type: kvm", "device_type: local-shell")
 MINIMAL = "  - boot:\n      method: minimal\n"
 
 
-def inline(**changes: str) -> str:
-    """A local-shell job with one inline definition; ``changes`` replace parts of it (old=new)."""
+def inline(**changes: tuple[str, str]) -> str:
+    """A local-shell job with one inline definition; each change is an (old, new) replacement in its text."""
     text = job(LOCAL_HEAD, MINIMAL, INLINE)
     for old, new in changes.values():
         assert old in text, old
@@ -359,22 +359,31 @@ def inline(**changes: str) -> str:
     return text
 
 
+def deploy_with(keys: str) -> str:
+    return DEPLOY.replace("os: debian", "os: debian\n      " + keys)
+
+
+def boot_with(keys: str) -> str:
+    return BOOT.replace("media: tmpfs", "media: tmpfs\n      " + keys)
+
+
 RUN = "run: {steps: ['lava-test-case a --shell true']}"
 PATH_LINE = "path: inline/smoke.yaml"
-LAUGHS = "".join(f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9))
+LAUGHS = "metadata:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9))
 GAPS = [
     # (gap, id, job text, device type, text that must appear in the error)
     ("duplicate-key", "top", HEAD + "job_name: again\n" + "actions:\n" + DEPLOY + BOOT, "kvm",
      "(job): duplicate key 'job_name' (line 6; first on line 2)"),
-    ("duplicate-key", "deploy", job(HEAD, DEPLOY.replace("os: debian", "os: debian\n      to: tftp"), BOOT), "kvm",
+    ("duplicate-key", "deploy", job(HEAD, deploy_with("to: tftp"), BOOT), "kvm",
      "actions[0].deploy: duplicate key 'to' (line 13; first on line 9)"),
     ("duplicate-key", "flow", job(HEAD, "  - boot: {method: qemu, method: minimal}\n"), "kvm",
      "actions[0].boot: duplicate key 'method'"),
     ("duplicate-key", "inline-run", inline(a=(RUN, RUN + "\n            " + RUN)), "local-shell",
      "actions[1].test.definitions[0].repository: duplicate key 'run'"),
     ("billion-laughs", "definition-parameters",
-     inline(a=("name: smoke\n", "name: smoke\n          parameters: {X: *l8}\n"))
-     .replace("actions:\n", "metadata:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + LAUGHS + "actions:\n", 1),
+     inline(a=("name: smoke\n", "name: smoke\n          parameters: {X: *l8}\n"),
+            b=("actions:\n", LAUGHS + "actions:\n")),
      "local-shell", "aliases expand to more than 10000 nodes"),
     ("billion-laughs", "long-string", HEAD + "metadata:\n  s: &s '" + "x" * 600_000 + "'\n  t: [*s, *s]\n"
      + "actions:\n" + DEPLOY, "kvm", "metadata.t[1]: aliases expand to more than"),
@@ -392,27 +401,29 @@ GAPS = [
      + "  " * 120 + "v: 1\nactions:\n" + DEPLOY, "kvm", "nested deeper than 100 levels"),
     ("unreadable-scalar", "timestamp", HEAD.replace("job: {minutes: 10}", "job: {minutes: 10}\n  test: 2020-13-45")
      + "actions:\n" + DEPLOY, "kvm", "timeouts.test: cannot read '2020-13-45' as timestamp"),
-    ("unreadable-scalar", "int-tag", job(HEAD, DEPLOY.replace("os: debian", "os: debian\n      failure_retry: !!int x")),
+    ("unreadable-scalar", "int-tag", job(HEAD, deploy_with("failure_retry: !!int x")),
      "kvm", "actions[0].deploy.failure_retry: cannot read 'x' as int"),
-    ("unreadable-scalar", "hex-digits", job(HEAD, DEPLOY.replace("os: debian", "os: debian\n      repeat: 0x"
+    ("unreadable-scalar", "hex-digits", job(HEAD, deploy_with("repeat: 0x"
                                                                  + "f" * 5000)), "kvm",
      "actions[0].deploy.repeat: cannot read '0xfff"),
     ("huge-duration", "minutes", HEAD.replace("{minutes: 10}", "{minutes: " + "9" * 400 + "}") + "actions:\n" + DEPLOY,
      "kvm", "timeouts.job: minutes: a very large number is more than 365 days"),
-    ("huge-duration", "short-form", job(HEAD, DEPLOY.replace("os: debian", "os: debian\n      timeout: 99999999999999999999s")),
+    ("huge-duration", "short-form", job(HEAD, deploy_with("timeout: 99999999999999999999s")),
      "kvm", "actions[0].deploy.timeout: 1e+20 s is more than 365 days"),
     ("huge-duration", "float", job(HEAD.replace("{minutes: 10}", "{seconds: 1.0e+308}"), DEPLOY), "kvm",
      "timeouts.job: seconds: 1e+308 is more than 365 days"),
     ("huge-duration", "sum", job(HEAD.replace("{minutes: 10}", "{days: 300, hours: 2000}"), DEPLOY), "kvm",
      "timeouts.job: 3.312e+07 s is more than 365 days"),
-    ("non-finite-duration", "nan", job(HEAD.replace("{minutes: 10}", "{minutes: 10}\n  action: {seconds: .nan}"), DEPLOY),
-     "kvm", "timeouts.action: seconds: nan is not a non-negative number"),
+    ("non-finite-duration", "nan",
+     job(HEAD.replace("{minutes: 10}", "{minutes: 10}\n  action: {seconds: .nan}"), DEPLOY), "kvm",
+     "timeouts.action: seconds: nan is not a non-negative number"),
     ("non-finite-duration", "inf", job(HEAD.replace("{minutes: 10}", "{minutes: .inf}"), DEPLOY), "kvm",
      "timeouts.job: minutes: inf is more than 365 days"),
-    ("non-finite-duration", "minus-inf", job(HEAD, DEPLOY.replace("os: debian", "os: debian\n      timeout: {seconds: -.inf}")),
+    ("non-finite-duration", "minus-inf", job(HEAD, deploy_with("timeout: {seconds: -.inf}")),
      "kvm", "actions[0].deploy.timeout: seconds: -inf is not a non-negative number"),
-    ("shell-name-parameter", "job-parameters", inline(a=("name: smoke\n", "name: smoke\n          parameters: {MY-VAR: 1}\n")),
-     "local-shell", "actions[1].test.definitions[0].parameters.MY-VAR: invalid key: 'MY-VAR' is not a shell variable name"),
+    ("shell-name-parameter", "job-parameters",
+     inline(a=("name: smoke\n", "name: smoke\n          parameters: {MY-VAR: 1}\n")), "local-shell",
+     "actions[1].test.definitions[0].parameters.MY-VAR: invalid key: 'MY-VAR' is not a shell variable name"),
     ("shell-name-parameter", "job-params", inline(a=("name: smoke\n", "name: smoke\n          params: {1ABC: x}\n")),
      "local-shell", "actions[1].test.definitions[0].params.1ABC: invalid key: '1ABC' is not a shell variable name"),
     ("shell-name-parameter", "definition-params", inline(a=(RUN, RUN + "\n            params: {'A B': x}")),
@@ -447,7 +458,8 @@ GAPS = [
      "actions[1].test.definitions[0].repository.install.deps[0]: expected a package name (a string), got a mapping"),
     ("install-deps-type", "string", inline(a=(RUN, RUN + "\n            install: {deps: curl}")), "local-shell",
      "actions[1].test.definitions[0].repository.install.deps: expected a list of package names"),
-    ("install-deps-type", "null-entry", inline(a=(RUN, RUN + "\n            install: {deps: [curl, ~]}")), "local-shell",
+    ("install-deps-type", "null-entry", inline(a=(RUN, RUN + "\n            install: {deps: [curl, ~]}")),
+     "local-shell",
      "actions[1].test.definitions[0].repository.install.deps[1]: expected a package name (a string), got None"),
     ("definition-path", "empty", inline(a=(PATH_LINE, "path: ''")), "local-shell",
      "actions[1].test.definitions[0].path: '' does not name a file"),
@@ -463,25 +475,26 @@ GAPS = [
      "actions[1].test.definitions[0].path: the path is 4206 bytes long, more than 4096"),
     ("definition-path", "long-component", inline(a=(PATH_LINE, "path: d/" + "x" * 256)), "local-shell",
      "actions[1].test.definitions[0].path: a component of the path is longer than 255 bytes"),
-    ("prompt-regex", "job-prompt", job(HEAD, DEPLOY, BOOT.replace("media: tmpfs", "media: tmpfs\n      prompts: ['ok', '(']")),
+    ("prompt-regex", "job-prompt", job(HEAD, DEPLOY, boot_with("prompts: ['ok', '(']")),
      "kvm", "actions[1].boot.prompts[1]: '(' is not a valid regular expression: missing )"),
-    ("prompt-regex", "job-prompt-string", job(HEAD, DEPLOY, BOOT.replace("media: tmpfs", "media: tmpfs\n      prompts: '[a-'")),
+    ("prompt-regex", "job-prompt-string", job(HEAD, DEPLOY, boot_with("prompts: '[a-'")),
      "kvm", "actions[1].boot.prompts[0]: '[a-' is not a valid regular expression"),
-    ("prompt-regex", "login-prompt", job(HEAD, DEPLOY, BOOT.replace(
-        "media: tmpfs", "media: tmpfs\n      auto_login: {login_prompt: '*login:', username: root}")), "kvm",
+    ("prompt-regex", "login-prompt", job(HEAD, DEPLOY, boot_with(
+        "auto_login: {login_prompt: '*login:', username: root}")), "kvm",
      "actions[1].boot.auto_login.login_prompt: '*login:' is not a valid regular expression: nothing to repeat"),
-    ("prompt-regex", "password-prompt-nesting", job(HEAD, DEPLOY, BOOT.replace(
-        "media: tmpfs", "media: tmpfs\n      auto_login: {login_prompt: 'login:', username: root, password_prompt: '"
+    ("prompt-regex", "password-prompt-nesting", job(HEAD, DEPLOY, boot_with(
+        "auto_login: {login_prompt: 'login:', username: root, password_prompt: '"
         + "(" * 1200 + ")" * 1200 + "'}")), "kvm",
      "actions[1].boot.auto_login.password_prompt: '((((("),
-    ("prompt-regex", "repeat-too-large", job(HEAD, DEPLOY, BOOT.replace("media: tmpfs", "media: tmpfs\n      prompts: 'a{99999999999}'")),
+    ("prompt-regex", "repeat-too-large", job(HEAD, DEPLOY, boot_with("prompts: 'a{99999999999}'")),
      "kvm", "actions[1].boot.prompts[0]: 'a{99999999999}' is not a usable regular expression"),
-    ("whole-number", "bool", job(HEAD, DEPLOY, BOOT.replace("media: tmpfs", "media: tmpfs\n      failure_retry: true")),
+    ("whole-number", "bool", job(HEAD, DEPLOY, boot_with("failure_retry: true")),
      "kvm", "actions[1].boot.failure_retry: expected a whole number, got true"),
-    ("whole-number", "float", job(HEAD, DEPLOY, BOOT.replace("media: tmpfs", "media: tmpfs\n      failure_retry: 2.0")),
+    ("whole-number", "float", job(HEAD, DEPLOY, boot_with("failure_retry: 2.0")),
      "kvm", "actions[1].boot.failure_retry: expected a whole number, got float 2.0"),
-    ("whole-number", "nan", job(HEAD + "priority: .nan\n", DEPLOY), "kvm", "priority: expected a whole number, got float nan"),
-    ("whole-number", "root-partition", job(HEAD, DEPLOY.replace("os: debian", "os: debian\n      root_partition: 99999")),
+    ("whole-number", "nan", job(HEAD + "priority: .nan\n", DEPLOY), "kvm",
+     "priority: expected a whole number, got float nan"),
+    ("whole-number", "root-partition", job(HEAD, deploy_with("root_partition: 99999")),
      "kvm", "actions[0].deploy.root_partition: must be <= 128, got 99999"),
     ("whole-number", "repeat-count-bool", job(HEAD, DEPLOY, "  - repeat:\n      count: true\n      actions:\n"
                                               + textwrap.indent(BOOT, "    ")), "kvm",
@@ -535,8 +548,9 @@ DEVICE_GAPS = [
      "bbb01.yaml: actions.boot.methods.u-boot.usb.commands: expected a list of commands (strings)"),
     ("uboot-commands", "mapping-entry", BBB_DEVICE.replace("            - usb start\n", "            - {usb: start}\n"),
      "bbb01.yaml: actions.boot.methods.u-boot.usb.commands: expected a list of commands (strings)"),
-    ("load-addresses", "string", BBB_DEVICE.replace("  bootm:\n    kernel: '0x80200000'\n", "  bootm: '0x80200000'\n  x:\n"
-                                                    "    kernel: '0x80200000'\n"),
+    ("load-addresses", "string",
+     BBB_DEVICE.replace("  bootm:\n    kernel: '0x80200000'\n",
+                        "  bootm: '0x80200000'\n  x:\n    kernel: '0x80200000'\n"),
      "bbb01.yaml: parameters.bootm: expected a mapping of load addresses"),
     ("load-addresses", "list", BBB_DEVICE.replace("  bootz:\n", "  bootz: [1]\n  x:\n"),
      "bbb01.yaml: parameters.bootz: expected a mapping of load addresses"),
