@@ -121,7 +121,7 @@ class _Scalar(_Node):
         return {"type": self.json_type}
 
 
-def _finite(value: int | float) -> float:
+def _finite(value: float) -> float:
     number = float(value)  # OverflowError for an integer beyond float's range
     if number - number != 0:  # NaN and infinities: no timer or size means them
         raise ValueError(value)
