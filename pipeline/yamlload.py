@@ -278,6 +278,8 @@ def load(text: str, what: str = "job", prefix: str = "", limits: Limits | None =
         raise YamlRejected([f"{prefix}{what} YAML {where}: {problem}"]) from None
     except (yaml.YAMLError, UnicodeError) as exc:
         raise YamlRejected([f"{prefix}{what} YAML: {' '.join(str(exc).split())}"]) from None
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:  # met outside any one scalar
+        raise YamlRejected([f"{prefix}{what} YAML: cannot read the document: {' '.join(str(exc).split())}"]) from None
     finally:
         if loader is not None:
             loader.dispose()
