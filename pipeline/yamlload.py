@@ -16,14 +16,15 @@ exists:
   integer of thousands of digits) is a problem naming its place.
 
 Every problem names its place (``actions[0].deploy: duplicate key 'to'
-(line 12)``) and the text is parsed by libyaml when PyYAML has it.
+(line 12; first on line 8)``); the text is parsed by libyaml when PyYAML
+has it.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from yaml.composer import Composer
@@ -32,7 +33,7 @@ from yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
-from pipeline.checks import key_text
+from pipeline.checks import key_text, shown
 
 MAX_BYTES_ENV = "LAVA_DISPATCH_MAX_JOB_BYTES"
 DEFAULT_MAX_BYTES = 1 << 20
@@ -82,11 +83,6 @@ def format_place(loc: tuple[Any, ...] | list[Any], prefix: str = "", root: str =
     return (text if len(text) <= 120 else text[:117] + "...") or root
 
 
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 class _BoundedComposer(Composer):
     """PyYAML's composer, checking bounds and duplicate keys as each node is composed."""
 
@@ -105,7 +101,7 @@ class _BoundedComposer(Composer):
     def place(self, extra: tuple[Any, ...] = ()) -> str:
         return format_place([*self.path, *extra], root=f"({self.what})")
 
-    def fail(self, message: str, mark: Any, extra: tuple[Any, ...] = ()) -> None:
+    def fail(self, message: str, mark: Any, extra: tuple[Any, ...] = ()) -> NoReturn:
         raise YamlRejected([f"{self.place(extra)}: {message} (line {mark.line + 1})"])
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:
@@ -164,7 +160,7 @@ class _BoundedComposer(Composer):
         except TypeError:  # an unhashable scalar cannot be a key: construction says so
             return
         if first is not None:
-            self.problems.append(f"{self.place()}: duplicate key {_shown(value)} (line {line}; first on line {first})")
+            self.problems.append(f"{self.place()}: duplicate key {shown(value)} (line {line}; first on line {first})")
 
 
 class _CheckedConstructor(SafeConstructor):
@@ -194,8 +190,9 @@ class _BadValue(Exception):
 
 def _bad_value(place: str, exc: _BadValue) -> str:
     node = exc.node
-    return (f"{place}: cannot read {_shown(node.value)} as {node.tag.rsplit(':', 1)[-1]}: {exc.exc} "
-            f"(line {node.start_mark.line + 1})")
+    reason = " ".join(str(exc.exc).split())
+    kind = node.tag.rsplit(":", 1)[-1]
+    return f"{place}: cannot read {shown(node.value)} as {kind}: {reason} (line {node.start_mark.line + 1})"
 
 
 def _loader_class(tokens: type) -> type:
