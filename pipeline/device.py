@@ -110,7 +110,8 @@ def device_problems(device: Device) -> list[str]:
         value = device.constants.get(key)
         if value is not None and not _strings(value):
             problems.append(f"constants.{key}: expected a list of strings, got {shown(value)}")
-    for index, prompt in enumerate(device.constants.get("shell-prompts") or []):
+    prompts = device.constants.get("shell-prompts")
+    for index, prompt in enumerate(prompts if isinstance(prompts, list) else []):
         problem = regex_problem(prompt) if isinstance(prompt, str) else None
         if problem:
             problems.append(f"constants.shell-prompts[{index}]: {problem}")

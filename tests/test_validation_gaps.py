@@ -238,6 +238,8 @@ DEVICE_GAPS = [
     ("device-prompts", "string", KVM_DEVICE.replace("  shell-prompts:\n    - 'root@lava-board:~# '",
                                                     "  shell-prompts: 'root@lava-board:~# '"),
      "kvm01.yaml: constants.shell-prompts: expected a list of strings, got 'root@lava-board:~# '"),
+    ("device-prompts", "boolean", KVM_DEVICE.replace("  shell-prompts:\n    - 'root@lava-board:~# '", "  shell-prompts: true"),
+     "kvm01.yaml: constants.shell-prompts: expected a list of strings, got True"),
     ("device-prompts", "failure-messages", KVM_DEVICE.replace("constants:\n", "constants:\n  failure-messages: 5\n"),
      "kvm01.yaml: constants.failure-messages: expected a list of strings, got 5"),
     ("device-yaml", "duplicate-key", KVM_DEVICE.replace("hostname: kvm01\n", "hostname: kvm01\nhostname: kvm02\n"),
