@@ -1,8 +1,9 @@
 """Small checks shared by the job, device and test definition validators.
 
-Each takes a value from a file and returns what is wrong with it (None
-when nothing is), so that callers put it after the value's place. None of
-them raises on any input.
+Each ``*_problem`` check takes a value from a file and returns what is
+wrong with it (None when nothing is), so that callers put it after the
+value's place; none raises on any input. The ``as_*`` converters raise
+ValueError with that text, for typed models.
 """
 
 from __future__ import annotations
