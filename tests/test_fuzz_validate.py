@@ -12,7 +12,7 @@ text garbled).
 
 `make test` runs the "ci" profile: 300 mutated jobs, 100 of each other
 kind, a few seconds. A long run (20,000 mutated jobs, 6,666 of each other
-kind; about an hour on one core):
+kind; about five minutes):
 
     HYPOTHESIS_PROFILE=long python -m pytest -q tests/test_fuzz_validate.py
 
