@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.checks import key_text, regex_problem, shell_name_problem, shown
 from pipeline.job import Duration, ProblemList, SafeName, _errors, load_yaml
 from pipeline.schema import Field, Model, ValidationError
 
@@ -31,8 +32,8 @@ class DeviceCommands(Loose):
 class DeviceTimeouts(Loose):
     action: Duration | None = None
     connection: Duration | None = None
-    actions: dict[str, Duration] = {}
-    connections: dict[str, Duration] = {}
+    actions: dict[SafeName, Duration] = {}
+    connections: dict[SafeName, Duration] = {}
 
 
 class MethodTable(Loose):
@@ -77,15 +78,58 @@ def parse_device(text: str, source: str = "device", **render: Any) -> Device:
 
     if is_device_dictionary(text):
         return load_device_dictionary(text, name=Path(source).stem, source=source, **render)
-    data = load_yaml(text, "device")
+    data = load_yaml(text, "device", f"{source}: ")
     if not isinstance(data, dict):
         raise ProblemList([f"{source}: the device configuration must be a YAML mapping"])
     try:
-        return Device.model_validate(data)
+        device = Device.model_validate(data)
     except ValidationError as exc:
-        raise ProblemList(_errors(exc, f"{source}:")) from None
+        raise ProblemList([f"{source}: {problem}" for problem in _errors(exc, "")]) from None
+    problems = device_problems(device)
+    if problems:
+        raise ProblemList([f"{source}: {problem}" for problem in problems])
+    return device
 
 
 def load_device(path: str | Path, **render: Any) -> Device:
     path = Path(path)
     return parse_device(path.read_text(), path.name, **render)
+
+
+def device_problems(device: Device) -> list[str]:
+    """What the loose model keeps but the actions read as a given shape, checked before any job uses it."""
+    problems: list[str] = []
+    for kind, methods in (("deploy", device.deploy_methods), ("boot", device.boot_methods)):
+        for name, method in methods.items():
+            place = f"actions.{kind}.methods.{key_text(name)}"
+            if method is None:
+                continue
+            if not isinstance(method, dict):
+                problems.append(f"{place}: expected a mapping (parameters, command sets), got {shown(method)}")
+                continue
+            if not isinstance(method.get("parameters") or {}, dict):
+                problems.append(f"{place}.parameters: expected a mapping, got {shown(method['parameters'])}")
+            for key, entry in method.items():  # u-boot's command sets: {nfs: {commands: [...]}}
+                if isinstance(entry, dict) and "commands" in entry and not _strings(entry["commands"]):
+                    problems.append(f"{place}.{key_text(key)}.commands: expected a list of commands (strings)")
+    for key in ("shell-prompts", "failure-messages"):
+        value = device.constants.get(key)
+        if value is not None and not _strings(value):
+            problems.append(f"constants.{key}: expected a list of strings, got {shown(value)}")
+    prompts = device.constants.get("shell-prompts")
+    for index, prompt in enumerate(prompts if isinstance(prompts, list) else []):
+        problem = regex_problem(prompt) if isinstance(prompt, str) else None
+        if problem:
+            problems.append(f"constants.shell-prompts[{index}]: {problem}")
+    for key in ("bootz", "bootm", "booti"):
+        if not isinstance(device.parameters.get(key) or {}, dict):
+            problems.append(f"parameters.{key}: expected a mapping of load addresses (kernel, ramdisk, dtb)")
+    for key in device.environment:
+        problem = shell_name_problem(key)
+        if problem:
+            problems.append(f"environment.{key_text(key)}: {problem}")
+    return problems
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)

@@ -12,9 +12,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
-import yaml
+from pipeline.checks import as_regex, as_shell_name, key_text, relative_path_problem, shown
 from pipeline.schema import BeforeValidator, Field, Model, ValidationError
+from pipeline.testdef import testdef_problems
 from pipeline.timeouts import SHORT_FORM, UNIT_SECONDS, parse_duration
+from pipeline.yamlload import YamlRejected, format_place
+from pipeline.yamlload import load as load_document
 
 OPERATING_SYSTEMS = ("android", "ubuntu", "debian", "oe")
 COMPRESSIONS = ("gz", "bz2", "xz")
@@ -28,7 +31,6 @@ PRIORITY_NAMES = {"high": 100, "medium": 50, "low": 0}
 # bootloader or shell command and start another one.
 URL_FORBIDDEN = re.compile(r"[\s;'\"`\\<>|$&(){}\x00-\x1f\x7f]")
 URL_SCHEMES = ("http://", "https://", "file://")
-SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -52,24 +54,24 @@ def _url(value: Any) -> str:
         raise ValueError(f"expected a URL string, got {type(value).__name__}")
     if URL_FORBIDDEN.search(value):
         bad = URL_FORBIDDEN.search(value).group()
-        raise ValueError(f"{value!r}: character {bad!r} is not allowed in a URL")
+        raise ValueError(f"{shown(value, 200)}: character {bad!r} is not allowed in a URL")
     if not value.startswith(URL_SCHEMES):
-        raise ValueError(f"{value!r}: only http://, https:// and file:// URLs are supported")
+        raise ValueError(f"{shown(value, 200)}: only http://, https:// and file:// URLs are supported")
     if value.startswith("file://") and ".." in value[len("file://"):].split("/"):
-        raise ValueError(f"{value!r}: '..' is not allowed in a file:// path")
+        raise ValueError(f"{shown(value, 200)}: '..' is not allowed in a file:// path")
     return value
 
 
 def _safe_name(value: Any) -> str:
     if not isinstance(value, str) or not SAFE_NAME.match(value):
-        raise ValueError(f"{value!r} must be letters, digits, '.', '_', '+' or '-'")
+        raise ValueError(f"{shown(value)} must be letters, digits, '.', '_', '+' or '-'")
     return value
 
 
 def _priority(value: Any) -> Any:
     if isinstance(value, str):
         if value not in PRIORITY_NAMES:
-            raise ValueError(f"{value!r} is not high, medium, low or a number from 0 to 100")
+            raise ValueError(f"{shown(value)} is not high, medium, low or a number from 0 to 100")
         return PRIORITY_NAMES[value]
     return value
 
@@ -106,6 +108,8 @@ def _or_string(own: dict[str, Any]) -> dict[str, Any]:
 Duration = Annotated[float, BeforeValidator(_duration, lambda own: DURATION_INPUT)]
 Url = Annotated[str, BeforeValidator(_url)]
 SafeName = Annotated[str, BeforeValidator(_safe_name)]
+ShellName = Annotated[str, BeforeValidator(as_shell_name)]
+Regex = Annotated[str, BeforeValidator(as_regex)]  # compiled at validate time: a bad prompt fails here, not at boot
 Os = Literal["android", "ubuntu", "debian", "oe"]
 Compression = Literal["gz", "bz2", "xz"]
 
@@ -176,7 +180,7 @@ class ActionBase(Strict):
     """Keys every action block accepts."""
 
     timeout: Duration | None = None
-    timeouts: dict[str, Duration] | None = None
+    timeouts: dict[SafeName, Duration] | None = None
     failure_retry: int | None = Field(None, ge=1, le=100)
     repeat: int | None = Field(None, ge=1, le=1000)
     role: Annotated[list[str], BeforeValidator(_role_list, _or_string)] | None = None
@@ -198,7 +202,7 @@ class ImageSpec(Strict):
     overlays: dict[str, Any] | None = None
     type: Literal["zimage", "uimage", "image"] | None = None
     header: Literal["u-boot"] | None = None
-    root_partition: int | None = Field(None, ge=0)
+    root_partition: int | None = Field(None, ge=0, le=128)
     install_modules: bool | None = None
     install_overlay: bool | None = None
 
@@ -218,7 +222,7 @@ class DeployTmpfs(ActionBase):
     md5sum: str | None = Field(None, pattern=r"^[0-9a-fA-F]{32}$")
     sha256sum: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     os: Os
-    root_partition: int | None = Field(None, ge=0)
+    root_partition: int | None = Field(None, ge=0, le=128)
 
 
 class DeployTftp(ActionBase):
@@ -257,9 +261,9 @@ DEPLOY_MODELS: dict[str, type[ActionBase]] = {
 
 
 class AutoLogin(Strict):
-    login_prompt: str
+    login_prompt: Regex
     username: str
-    password_prompt: str | None = None
+    password_prompt: Regex | None = None
     password: str | None = None
     login_commands: list[str] = []
 
@@ -269,7 +273,7 @@ def _prompt_list(value: Any) -> Any:
 
 
 class BootBase(ActionBase):
-    prompts: Annotated[list[str], BeforeValidator(_prompt_list, _or_string)] | None = None
+    prompts: Annotated[list[Regex], BeforeValidator(_prompt_list, _or_string)] | None = None
     auto_login: AutoLogin | None = None
     media: str | None = None
 
@@ -300,8 +304,8 @@ class TestDefinition(Strict):
     name: SafeName | None = None
     revision: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
     branch: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
-    parameters: dict[SafeName, Any] | None = None
-    params: dict[SafeName, Any] | None = None
+    parameters: dict[ShellName, Any] | None = None
+    params: dict[ShellName, Any] | None = None
     shallow: bool = True
     lava_signal: Literal["stdout", "kmsg"] | None = Field(None, alias="lava-signal")
 
@@ -323,8 +327,8 @@ class JobTimeouts(Strict):
     job: Duration
     action: Duration | None = None
     connection: Duration | None = None
-    actions: dict[str, Duration] = {}
-    connections: dict[str, Duration] = {}
+    actions: dict[SafeName, Duration] = {}
+    connections: dict[SafeName, Duration] = {}
     deploy: Duration | None = None
     boot: Duration | None = None
     test: Duration | None = None
@@ -419,34 +423,17 @@ class Job:
 # ---------------------------------------------------------------- parsing
 
 
-def format_place(loc: tuple[Any, ...] | list[Any], prefix: str = "") -> str:
-    text = prefix
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text or "(job)"
-
-
 def _errors(exc: ValidationError, prefix: str) -> list[str]:
     """One line per problem, each naming its place under prefix."""
     return [f"{format_place(err['loc'], prefix)}: {err['msg']}" for err in exc.errors()]
 
 
-def load_yaml(text: str, what: str = "job") -> Any:
-    """Load YAML safely; a syntax error names the line; tags like !!python are refused."""
+def load_yaml(text: str, what: str = "job", prefix: str = "") -> Any:
+    """Load YAML within bounds (pipeline.yamlload); ProblemList names each problem's place."""
     try:
-        return yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - a safe loader, C when available
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
-        problem = exc.problem or str(exc)
-        if "could not determine a constructor" in str(exc):
-            problem = f"tag not allowed ({problem.strip()}); {what} files are plain YAML"
-        raise ProblemList([f"{what} YAML {where}: {problem}"]) from None
-    except yaml.YAMLError as exc:
-        raise ProblemList([f"{what} YAML: {exc}"]) from None
+        return load_document(text, what, prefix)
+    except YamlRejected as exc:
+        raise ProblemList(exc.problems) from None
 
 
 def _validate_model(model: type[Model], data: Any, place: str, problems: list[str]) -> Any:
@@ -463,7 +450,7 @@ def _single_key(item: Any, place: str, allowed: tuple[str, ...], problems: list[
         return None
     kind, body = next(iter(item.items()))
     if kind not in allowed:
-        problems.append(f"{place}: {kind!r} is not one of {', '.join(allowed)}")
+        problems.append(f"{place}: {shown(kind)} is not one of {', '.join(allowed)}")
         return None
     return kind, body
 
@@ -485,8 +472,8 @@ def _parse_action(kind: str, body: Any, place: str, problems: list[str], in_repe
         if value is None:
             problems.append(f"{place}.{selector}: required but missing (one of {', '.join(choices)})")
             return None
-        if value not in models:
-            problems.append(f"{place}.{selector}: {value!r} is not one of {', '.join(choices)}")
+        if not isinstance(value, str) or value not in models:
+            problems.append(f"{place}.{selector}: {shown(value)} is not one of {', '.join(choices)}")
             return None
         model = models[value]
     else:
@@ -515,7 +502,8 @@ def _parse_definitions(items: list[dict[str, Any]], place: str, problems: list[s
                             f"(one of {', '.join(DEFINITION_SOURCES)})")
             continue
         if source in PLANNED_SOURCES:
-            problems.append(f"{where}.from: {source!r} is not supported (use one of {', '.join(DEFINITION_SOURCES)})")
+            problems.append(f"{where}.from: {shown(source)} is not supported "
+                            f"(use one of {', '.join(DEFINITION_SOURCES)})")
             continue
         definition = _validate_model(TestDefinition, item, where, problems)
         if definition is None:
@@ -524,14 +512,19 @@ def _parse_definitions(items: list[dict[str, Any]], place: str, problems: list[s
             if not isinstance(definition.repository, dict):
                 problems.append(f"{where}.repository: an inline definition is a mapping (metadata, run, ...)")
                 continue
+            found = testdef_problems(definition.repository, f"{where}.repository")
+            if found:
+                problems.extend(found)
+                continue
         else:
             try:
                 _url(definition.repository) if definition.from_ != "git" else _git_location(definition.repository)
             except ValueError as exc:
                 problems.append(f"{where}.repository: {exc}")
                 continue
-        if definition.path.startswith("/") or ".." in definition.path.split("/"):
-            problems.append(f"{where}.path: {definition.path!r} must be a relative path inside the repository")
+        path_problem = relative_path_problem(definition.path)
+        if path_problem:
+            problems.append(f"{where}.path: {path_problem}")
             continue
         out.append(definition)
     return out
@@ -542,7 +535,8 @@ GIT_LOCATION = re.compile(r"^(?:(?:https?|git|ssh|file)://[^\s;'\"`\\<>|$&(){}]+
 
 def _git_location(value: Any) -> str:
     if not isinstance(value, str) or not GIT_LOCATION.match(value) or value.startswith("-"):
-        raise ValueError(f"{value!r} is not a git URL (http(s)://, git://, ssh://, file:// or an absolute path)")
+        raise ValueError(f"{shown(value, 200)} is not a git URL "
+                         "(http(s)://, git://, ssh://, file:// or an absolute path)")
     return value
 
 
@@ -620,9 +614,9 @@ def _parse_repeat(body: Any, place: str, problems: list[str]) -> RepeatBlock | N
     if not isinstance(body, dict):
         problems.append(f"{place}: expected a mapping with count and actions")
         return None
-    unknown = sorted(set(body) - {"count", "actions"})
+    unknown = sorted(set(body) - {"count", "actions"}, key=str)
     for key in unknown:
-        problems.append(f"{place}.{key}: unknown key")
+        problems.append(f"{place}.{key_text(key)}: unknown key")
     count = body.get("count")
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1000:
         problems.append(f"{place}.count: a whole number from 1 to 1000 is required")

@@ -29,11 +29,11 @@ from typing import Any
 
 import yaml
 
-from pipeline import safefs
+from pipeline import safefs, yamlload
 from pipeline.errors import JobError
-from pipeline.job import SAFE_LOADER
 from pipeline.limits import TESTDEF_FILE_BYTES
 from pipeline.multinode import SHELL_NAME
+from pipeline.testdef import testdef_problems
 
 SCRIPTS_DIR = Path(__file__).parent / "overlay_scripts"
 INSTALLERS = {"debian": "apt-get install -y", "ubuntu": "apt-get install -y"}
@@ -96,57 +96,21 @@ def load_testdef(root: Path, relpath: str, place: str) -> dict[str, Any]:
     """
     data = safefs.read_under(root, locate_testdef(root, relpath, place), f"{place}.path", TESTDEF_FILE_BYTES)
     try:
-        text = data.decode()
+        # The job's repository is as hostile as the job: the same bounded loader as a job file.
+        parsed = yamlload.load(data.decode(), "test definition", f"{place}: ")
+    except yamlload.YamlRejected as exc:
+        raise JobError("; ".join(exc.problems)) from None
     except UnicodeDecodeError as exc:
-        raise JobError(f"{place}: the test definition is not UTF-8 text (byte {exc.start})") from None
-    try:
-        parsed = yaml.load(text, Loader=SAFE_LOADER)  # a safe loader (C when available)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise JobError(f"{place}: the test definition is not valid YAML{where}") from None
-    except yaml.YAMLError:
-        raise JobError(f"{place}: the test definition is not valid YAML") from None
+        raise JobError(f"{place}: the test definition is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     check_testdef(parsed, place)
     return parsed
 
 
 def check_testdef(data: Any, place: str) -> None:
-    """The Lava-Test Test Definition 1.0 format, checked before anything runs."""
-    if not isinstance(data, dict):
-        raise JobError(f"{place}: a test definition is a mapping with metadata and run")
-    metadata = data.get("metadata")
-    if not isinstance(metadata, dict) or not metadata.get("name"):
-        raise JobError(f"{place}.metadata.name: required")
-    steps = (data.get("run") or {}).get("steps") if isinstance(data.get("run"), dict) else None
-    if not isinstance(steps, list) or not all(isinstance(step, (str, int, float)) for step in steps):
-        raise JobError(f"{place}.run.steps: a list of shell commands is required")
-    install = data.get("install") or {}
-    if not isinstance(install, dict):
-        raise JobError(f"{place}.install: expected a mapping with steps and/or deps")
-    deps = install.get("deps") or []
-    if not isinstance(deps, list):
-        raise JobError(f"{place}.install.deps: expected a list of package names")
-    for index, dep in enumerate(deps):
-        # A leading '-' would be an option of the package manager, not a package.
-        if not isinstance(dep, (str, int, float)) or not str(dep).strip() or str(dep).startswith("-"):
-            raise JobError(f"{place}.install.deps[{index}]: not a package name")
-    for key in ("params", "parameters"):
-        values = data.get(key) or {}
-        if not isinstance(values, dict):
-            raise JobError(f"{place}.{key}: expected a mapping of names to values")
-        exports(values, f"{place}.{key}")
-    parse = data.get("parse") or {}
-    if not isinstance(parse, dict):
-        raise JobError(f"{place}.parse: expected a mapping with pattern and fixupdict")
-    if parse.get("pattern"):
-        try:
-            compiled = re.compile(parse["pattern"])
-        except re.error as exc:
-            raise JobError(f"{place}.parse.pattern: not a valid regular expression: {exc}") from None
-        missing = {"test_case_id", "result"} - set(compiled.groupindex)
-        if missing:
-            raise JobError(f"{place}.parse.pattern: needs the named groups {', '.join(sorted(missing))}")
+    """The Lava-Test Test Definition 1.0 format, checked before anything runs (pipeline.testdef)."""
+    problems = testdef_problems(data, place)
+    if problems:
+        raise JobError("; ".join(problems))
 
 
 def write_test(stage_dir: Path, stage: int, index: int, name: str, testdef: dict[str, Any],

@@ -31,6 +31,8 @@ import types
 import typing
 from typing import Annotated, Any, Callable, ClassVar, Literal, Union
 
+from pipeline.schema_errors import ValidationError, add as _add, got as _got, short as _short, type_error as _type_error
+
 _MISSING: Any = object()  # no default given: the key is required
 _IMMUTABLE = (type(None), bool, int, float, str, tuple, frozenset)
 
@@ -73,39 +75,6 @@ class BeforeValidator:
         self.input_schema = input_schema
 
 
-class ValidationError(ValueError):
-    """Every problem found in one value; ``errors()`` gives dicts with loc, msg and type."""
-
-    def __init__(self, title: str, errors: list[dict[str, Any]]):
-        self.title = title
-        self._errors = errors
-        lines = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in errors]
-        super().__init__(f"{title}: " + "; ".join(lines))
-
-    def errors(self) -> list[dict[str, Any]]:
-        return list(self._errors)
-
-
-def _add(errors: list[dict[str, Any]], loc: tuple[Any, ...], msg: str, kind: str = "value_error") -> None:
-    errors.append({"loc": loc, "msg": msg, "type": kind})
-
-
-def _got(value: Any) -> str:
-    """How a wrong value is named in a message, with YAML's words."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (str, int, float)):
-        text = repr(value)
-        return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
-    return {dict: "a mapping", list: "a list"}.get(type(value), type(value).__name__)
-
-
-def _type_error(errors: list[dict[str, Any]], loc: tuple[Any, ...], what: str, value: Any) -> None:
-    _add(errors, loc, f"expected {what}, got {_got(value)}", "type_error")
-
-
 # ---------------------------------------------------------------- types
 # Each annotation becomes a tree of nodes, built once per class: a node
 # checks a value (appending problems, returning the converted value) and
@@ -142,15 +111,26 @@ class _Scalar(_Node):
         if not isinstance(value, self.accepted) or (isinstance(value, bool) and not self.bool_ok):
             _type_error(errors, loc, self.what, value)
             return None
-        return self.convert(value) if self.convert else value
+        try:
+            return self.convert(value) if self.convert else value
+        except (ValueError, OverflowError):
+            _type_error(errors, loc, f"{self.what} (finite)", value)
+            return None
 
     def json_schema(self, defs):
         return {"type": self.json_type}
 
 
+def _finite(value: float) -> float:
+    number = float(value)  # OverflowError for an integer beyond float's range
+    if number - number != 0:  # NaN and infinities: no timer or size means them
+        raise ValueError(value)
+    return number
+
+
 _SCALARS: dict[Any, _Node] = {
     int: _Scalar("integer", "a whole number", (int,)),
-    float: _Scalar("number", "a number", (int, float), float),
+    float: _Scalar("number", "a number", (int, float), _finite),
     str: _Scalar("string", "a string", (str,)),
     bool: _Scalar("boolean", "true or false", (bool,)),
 }
@@ -166,9 +146,9 @@ class _LiteralNode(_Node):
             if type(value) is type(choice) and value == choice:
                 return choice
         if len(self.choices) == 1:
-            _add(errors, loc, f"{value!r} must be {self.choices[0]}")
+            _add(errors, loc, f"{_short(value)} must be {self.choices[0]}")
         else:
-            _add(errors, loc, f"{value!r} is not one of {', '.join(map(str, self.choices))}")
+            _add(errors, loc, f"{_short(value)} is not one of {', '.join(map(str, self.choices))}")
         return None
 
     def json_schema(self, defs):
@@ -284,8 +264,8 @@ class _BeforeNode(_Node):
     def validate(self, value, loc, errors):
         try:
             value = self.func(value)
-        except ValueError as exc:
-            _add(errors, loc, str(exc))
+        except (ValueError, TypeError, ArithmeticError) as exc:  # whatever a converter meets is the value's problem
+            _add(errors, loc, str(exc) or f"cannot use {_got(value)}")
             return None
         return self.inner.validate(value, loc, errors)
 
@@ -310,11 +290,11 @@ class _ConstrainedNode(_Node):
             return value
         f = self.field
         if f.ge is not None and value < f.ge:
-            _add(errors, loc, f"must be >= {f.ge}, got {value!r}")
+            _add(errors, loc, f"must be >= {f.ge}, got {_short(value)}")
         if f.le is not None and value > f.le:
-            _add(errors, loc, f"must be <= {f.le}, got {value!r}")
+            _add(errors, loc, f"must be <= {f.le}, got {_short(value)}")
         if self.pattern is not None and isinstance(value, str) and not self.pattern.search(value):
-            _add(errors, loc, f"{value!r} does not match {f.pattern}")
+            _add(errors, loc, f"{_short(value)} does not match {f.pattern}")
         if f.min_length is not None and len(value) < f.min_length:
             _add(errors, loc, f"must have at least {_count(f.min_length, value)}, got {len(value)}")
         if f.max_length is not None and len(value) > f.max_length:

@@ -11,35 +11,45 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from pipeline.checks import shown
+
 DEFAULT_ACTION_TIMEOUT = 30.0
 DEFAULT_CONNECTION_TIMEOUT = 30.0
 UNIT_SECONDS = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}
 SHORT_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 SHORT_FORM = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+# Longer is a mistake, and far larger numbers overflow the timers that wait on it.
+MAX_DURATION = 365 * 86400
+MAX_DURATION_TEXT = "365 days"
 
 
 def parse_duration(value: Any) -> float:
-    """Return seconds for a duration mapping or short string; ValueError if malformed."""
+    """Return seconds for a duration mapping or short string; ValueError if malformed or out of range."""
     if isinstance(value, bool):
         raise ValueError(f"expected a duration, got {value!r}")
     if isinstance(value, str):
         text = value.strip()
-        match = SHORT_FORM.match(text)
+        match = SHORT_FORM.match(text) if len(text) <= 40 else None
         if not text or not match or not any(match.groups()):
-            raise ValueError(f"{value!r} is not a duration (use e.g. '2m', '90s', '1h30m')")
-        return float(sum(int(n) * mult for n, mult in zip(match.groups(), SHORT_UNITS.values()) if n))
-    if isinstance(value, Mapping):
+            raise ValueError(f"{shown(value)} is not a duration (use e.g. '2m', '90s', '1h30m')")
+        total = sum(int(n) * mult for n, mult in zip(match.groups(), SHORT_UNITS.values()) if n)
+    elif isinstance(value, Mapping):
         if not value:
             raise ValueError("a duration needs at least one of days, hours, minutes, seconds")
-        total = 0.0
+        total = 0
         for unit, amount in value.items():
             if unit not in UNIT_SECONDS:
-                raise ValueError(f"unknown unit {unit!r} (use days, hours, minutes, seconds)")
-            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0:
-                raise ValueError(f"{unit}: {amount!r} is not a non-negative number")
+                raise ValueError(f"unknown unit {shown(unit)} (use days, hours, minutes, seconds)")
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not amount >= 0:  # NaN fails too
+                raise ValueError(f"{unit}: {shown(amount)} is not a non-negative number")
+            if amount > MAX_DURATION:  # before multiplying: a huge integer never reaches float()
+                raise ValueError(f"{unit}: {shown(amount)} is more than {MAX_DURATION_TEXT}")
             total += amount * UNIT_SECONDS[unit]
-        return float(total)
-    raise ValueError(f"expected a duration mapping (minutes: 2) or a string ('2m'), got {value!r}")
+    else:
+        raise ValueError(f"expected a duration mapping (minutes: 2) or a string ('2m'), got {shown(value)}")
+    if total > MAX_DURATION:
+        raise ValueError(f"{float(total):g} s is more than {MAX_DURATION_TEXT}")
+    return float(total)
 
 
 @dataclass(frozen=True)

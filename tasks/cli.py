@@ -11,15 +11,17 @@ import argparse
 import json
 import os
 import signal
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from pipeline.device import Device, load_device
+from pipeline.device import Device, parse_device
 from pipeline.download import file_roots_from_env
 from pipeline.job import Job, ProblemList, job_json_schema, parse_job
+from pipeline.yamlload import MAX_BYTES_ENV, YamlRejected, max_bytes_from_env
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_CANCELED = 0, 1, 2, 3
 
@@ -29,27 +31,61 @@ class UsageError(Exception):
 
 
 def read_file(path: str, what: str) -> str:
+    """A regular file's text, at most the job size limit: a FIFO or a device never hangs or floods us."""
     try:
-        return Path(path).read_text()
+        limit = max_bytes_from_env()
+    except YamlRejected as exc:
+        raise UsageError(exc.problems[0]) from None
+    try:
+        # O_NONBLOCK: opening a FIFO does not wait for a writer; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
         raise UsageError(f"{what} file {path!r} does not exist") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {what} file {path!r}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} file {path!r}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{what} file {path!r} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} file {path!r}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ProblemList([f"({what}): the file is larger than the limit of {limit} bytes ({MAX_BYTES_ENV})"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"cannot read {what} file {path!r}: not UTF-8 text "
+                         f"({exc.reason} at byte {exc.start})") from None
 
 
 def load_job_and_device(job_path: str, device_path: str | None, args: Any = None) -> tuple[Job, Device | None]:
     job = parse_job(read_file(job_path, "job"))
     device = None
     if device_path:
-        read_file(device_path, "device")
+        text = read_file(device_path, "device")
         # A device dictionary (jinja2) is rendered with the job's context, --device-types and --dispatcher.
         from pipeline.dispatcher_config import DispatcherConfig
 
         config = getattr(args, "dispatcher", None)
         dispatcher = DispatcherConfig.parse(read_file(config, "dispatcher config"), config) if config else None
-        device = load_device(device_path, job_context=job.header.context, dispatcher=dispatcher,
-                             device_types=getattr(args, "device_types", None))
+        device = parse_device(text, Path(device_path).name, job_context=job.header.context, dispatcher=dispatcher,
+                              device_types=getattr(args, "device_types", None))
     return job, device
+
+
+def checked_output_dir(path: Path) -> Path:
+    """Refuse, before the job starts, an output directory that is a file or cannot be created."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--output-dir {str(path)!r}: {str(existing)!r} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--output-dir {str(path)!r}: {str(existing)!r} is not writable")
+    return path
 
 
 def print_problems(problems: list[str]) -> None:
@@ -92,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     job, device = load_job_and_device(args.job, args.device, args)
     if device is None:
         raise UsageError("run needs --device DEVICE.yaml")
-    output_dir = Path(args.output_dir or Path.cwd() / "output" / Path(args.job).stem)
+    output_dir = checked_output_dir(Path(args.output_dir or Path.cwd() / "output" / Path(args.job).stem))
     if job.multinode:
         from pipeline.multinode_local import run_multinode_locally
 

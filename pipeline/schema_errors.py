@@ -1,0 +1,46 @@
+"""How pipeline.schema words a problem: ValidationError and the helpers that add one.
+
+Each problem is a dict with ``loc`` (the place: keys and list indexes),
+``msg`` and ``type``; a value is quoted briefly, with YAML's words (null,
+true, a mapping), so that no message grows with the input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ValidationError(ValueError):
+    """Every problem found in one value; ``errors()`` gives dicts with loc, msg and type."""
+
+    def __init__(self, title: str, errors: list[dict[str, Any]]):
+        self.title = title
+        self._errors = errors
+        lines = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in errors]
+        super().__init__(f"{title}: " + "; ".join(lines))
+
+    def errors(self) -> list[dict[str, Any]]:
+        return list(self._errors)
+
+
+def add(errors: list[dict[str, Any]], loc: tuple[Any, ...], msg: str, kind: str = "value_error") -> None:
+    errors.append({"loc": loc, "msg": msg, "type": kind})
+
+
+def short(value: Any) -> str:
+    """repr, at most 40 characters; an integer too long to print is named by its size."""
+    text = repr(value) if not isinstance(value, int) or value.bit_length() < 200 else f"<{value.bit_length()} bits>"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def got(value: Any) -> str:
+    """How a wrong value is named in a message, with YAML's words."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, (str, int, float)):
+        return f"{type(value).__name__} {short(value)}"
+    return {dict: "a mapping", list: "a list"}.get(type(value), type(value).__name__)
+
+
+def type_error(errors: list[dict[str, Any]], loc: tuple[Any, ...], what: str, value: Any) -> None:
+    add(errors, loc, f"expected {what}, got {got(value)}", "type_error")

@@ -1,0 +1,103 @@
+"""The shape of a Lava-Test Test Definition 1.0, checked before anything runs.
+
+An inline definition is checked when the job is validated; one fetched
+from a repository when it arrives. Every problem is reported with its
+place; the overlay may then write run.sh and install.sh without meeting a
+value of the wrong type.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pipeline.checks import key_text, regex_problem, shell_name_problem, shown
+
+PARSE_GROUPS = ("test_case_id", "result")
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float))  # a step `- true` is YAML's boolean: written as it always was
+
+
+def _commands(value: Any, place: str, problems: list[str], required: bool = False) -> None:
+    """A list of shell commands (each a line of a script)."""
+    if value is None and not required:
+        return
+    if not isinstance(value, list):
+        problems.append(f"{place}: a list of shell commands is required, got {shown(value)}")
+        return
+    for index, step in enumerate(value):
+        if not _scalar(step):
+            problems.append(f"{place}[{index}]: expected a shell command (a string), got {shown(step)}")
+
+
+def _params(value: Any, place: str, problems: list[str]) -> None:
+    if not isinstance(value, dict):
+        problems.append(f"{place}: expected a mapping of parameter names to values, got {shown(value)}")
+        return
+    for key in value:
+        problem = shell_name_problem(key)
+        if problem:
+            problems.append(f"{place}.{key_text(key)}: {problem}")
+
+
+def testdef_problems(data: Any, place: str) -> list[str]:
+    """Every problem of the test definition ``data`` (found at ``place``); empty when it is usable."""
+    if not isinstance(data, dict):
+        return [f"{place}: a test definition is a mapping with metadata and run"]
+    problems: list[str] = []
+    metadata = data.get("metadata")
+    if not isinstance(metadata, dict) or not metadata.get("name"):
+        problems.append(f"{place}.metadata.name: required")
+    elif not _scalar(metadata["name"]):
+        problems.append(f"{place}.metadata.name: expected a name (a string), got {shown(metadata['name'])}")
+    run = data.get("run")
+    if not isinstance(run, dict):
+        problems.append(f"{place}.run.steps: a list of shell commands is required")
+    else:
+        _commands(run.get("steps"), f"{place}.run.steps", problems, required=True)
+    install = data.get("install") or {}
+    if not isinstance(install, dict):
+        problems.append(f"{place}.install: expected a mapping with steps and/or deps, got {shown(install)}")
+    else:
+        _commands(install.get("steps"), f"{place}.install.steps", problems)
+        deps = install.get("deps")
+        if deps is not None and not isinstance(deps, list):
+            problems.append(f"{place}.install.deps: expected a list of package names, got {shown(deps)}")
+        for index, dep in enumerate(deps if isinstance(deps, list) else []):
+            if not isinstance(dep, str) or not dep.strip():
+                problems.append(f"{place}.install.deps[{index}]: expected a package name (a string), got {shown(dep)}")
+            elif dep.startswith("-"):  # it would be an option of the package manager, not a package
+                problems.append(f"{place}.install.deps[{index}]: not a package name: {shown(dep)}")
+    parse = data.get("parse") or {}
+    if not isinstance(parse, dict):
+        problems.append(f"{place}.parse: expected a mapping with pattern and fixupdict, got {shown(parse)}")
+    else:
+        _parse(parse, f"{place}.parse", problems)
+    for key in ("params", "parameters"):
+        if data.get(key) is not None:
+            _params(data[key], f"{place}.{key}", problems)
+    return problems
+
+
+def _parse(parse: dict[Any, Any], place: str, problems: list[str]) -> None:
+    pattern = parse.get("pattern")
+    if pattern:
+        problem = regex_problem(pattern)
+        if problem:
+            problems.append(f"{place}.pattern: {problem}")
+        else:
+            missing = [group for group in PARSE_GROUPS if group not in re.compile(pattern).groupindex]
+            if missing:
+                problems.append(f"{place}.pattern: needs the named groups {', '.join(missing)}")
+    fixupdict = parse.get("fixupdict")
+    if fixupdict is None:
+        return
+    if not isinstance(fixupdict, dict):
+        problems.append(f"{place}.fixupdict: expected a mapping of printed results to pass, fail, skip or "
+                        f"unknown, got {shown(fixupdict)}")
+        return
+    for key, value in fixupdict.items():
+        if not _scalar(value):
+            problems.append(f"{place}.fixupdict.{key_text(key)}: expected a result (a string), got {shown(value)}")
