@@ -41,7 +41,8 @@ from typing import Any
 
 from pipeline.device import Device
 from pipeline.dispatcher_config import DispatcherConfig
-from pipeline.job import SAFE_LOADER, ProblemList, _errors
+from pipeline import yamlload
+from pipeline.job import ProblemList, _errors
 from pipeline.schema import ValidationError
 
 ENV_VAR = "LAVA_DISPATCH_DEVICE_TYPES"
@@ -175,22 +176,14 @@ def _load(text: str, name: str, source: str, job_context: Mapping[str, Any] | No
 
 
 def load_rendered_yaml(rendered: str, source: str) -> dict[str, Any]:
-    """The rendered text as a mapping (safe loader); a YAML error names the rendered line and shows it."""
-    import yaml
+    """The rendered text as a mapping, through the same bounded loader as a device file.
 
+    LAVA's own templates render some keys twice (the last one counts, as in LAVA)."""
+    limits = yamlload.Limits(max_bytes=yamlload.max_bytes_from_env(), allow_duplicate_keys=True)
     try:
-        data = yaml.load(rendered, Loader=SAFE_LOADER)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        lines = rendered.splitlines()
-        where, shown = "", ""
-        if mark is not None:
-            where = f" line {mark.line + 1}, column {mark.column + 1}"
-            if mark.line < len(lines):
-                shown = f": {lines[mark.line].strip()[:100]!r}"
-        raise ProblemList([f"{source} (rendered){where}: invalid YAML: {exc.problem or exc}{shown}"]) from None
-    except yaml.YAMLError as exc:
-        raise ProblemList([f"{source} (rendered): invalid YAML: {exc}"]) from None
+        data = yamlload.load(rendered, "device", f"{source} (rendered): ", limits)
+    except yamlload.YamlRejected as exc:
+        raise ProblemList(exc.problems) from None
     if not isinstance(data, dict):
         raise ProblemList([f"{source} (rendered): the device configuration must be a YAML mapping"])
     return data

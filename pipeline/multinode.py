@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline.action import Action
+from pipeline.checks import SHELL_NAME
 from pipeline.coordination import MultinodeClient
 from pipeline.errors import JobError
 from pipeline.job import ActionBlock, Job, ProtocolCall
@@ -22,7 +23,6 @@ from pipeline.job import ActionBlock, Job, ProtocolCall
 if TYPE_CHECKING:
     from pipeline.context import JobContext
 
-SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 VALUE = re.compile(r"^[^\s'\"`\\$;&|<>]*$")
 
 

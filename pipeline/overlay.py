@@ -32,7 +32,7 @@ import yaml
 from pipeline import safefs, yamlload
 from pipeline.errors import JobError
 from pipeline.limits import TESTDEF_FILE_BYTES
-from pipeline.multinode import SHELL_NAME
+from pipeline.checks import shell_name_problem
 from pipeline.testdef import testdef_problems
 
 SCRIPTS_DIR = Path(__file__).parent / "overlay_scripts"
@@ -72,8 +72,9 @@ def exports(values: dict[Any, Any], place: str) -> list[str]:
     """``export NAME='value'`` lines; a name that is not a shell variable name is refused."""
     lines = []
     for key, value in values.items():
-        if not isinstance(key, str) or not SHELL_NAME.match(key):
-            raise JobError(f"{place}: {str(key)!r} is not a shell variable name (letters, digits, '_')")
+        problem = shell_name_problem(key)
+        if problem:
+            raise JobError(f"{place}: {problem}")
         lines.append(f"export {key}={shlex.quote(str(value))}\n")
     return lines
 
@@ -99,11 +100,18 @@ def load_testdef(root: Path, relpath: str, place: str) -> dict[str, Any]:
         # The job's repository is as hostile as the job: the same bounded loader as a job file.
         parsed = yamlload.load(data.decode(), "test definition", f"{place}: ")
     except yamlload.YamlRejected as exc:
-        raise JobError("; ".join(exc.problems)) from None
+        raise JobError("; ".join(_unquoted(problem, place) for problem in exc.problems)) from None
     except UnicodeDecodeError as exc:
         raise JobError(f"{place}: the test definition is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     check_testdef(parsed, place)
     return parsed
+
+
+def _unquoted(problem: str, place: str) -> str:
+    """A loader problem without the file's own text (a file:// definition may be any host file)."""
+    problem = problem.removeprefix(f"{place}: ")
+    problem = re.sub(r"^\(test definition\)\S*: ", "", problem)  # the place inside the file names its keys
+    return f"{place}: " + re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", problem)
 
 
 def check_testdef(data: Any, place: str) -> None:

@@ -59,6 +59,8 @@ class Limits:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_depth: int = MAX_DEPTH
     max_alias_nodes: int = MAX_ALIAS_NODES
+    # A rendered LAVA device-type template may repeat a key (LAVA's loader keeps the last one).
+    allow_duplicate_keys: bool = False
 
 
 def max_bytes_from_env() -> int:
@@ -146,6 +148,8 @@ class _BoundedComposer(Composer):
         return node
 
     def check_duplicate(self, key: Node) -> None:
+        if self.limits.allow_duplicate_keys:
+            return
         if not isinstance(key, ScalarNode) or key.tag in _SPECIAL_KEY_TAGS:
             return  # a collection key is refused at construction (unhashable); merges are not duplicates
         seen = self.seen_keys[-1]

@@ -222,7 +222,7 @@ def test_a_wrong_dispatcher_configuration_names_its_keys(tmp_path):
     ("{% for i in range(20000) %}{{ 'y' * 100 }}{% endfor %}", "d.jinja2: the rendered device configuration is "
                                                                "larger than 1048576 characters"),
     ("{{ foo.bar }}", "d.jinja2 line 1: undefined value: 'foo' is undefined"),
-    ("device_type: kvm\nfoo: {{ 'bar: baz' }}\nx: 1\n", "d.jinja2 (rendered) line 2, column 9: invalid YAML: "
+    ("device_type: kvm\nfoo: {{ 'bar: baz' }}\nx: 1\n", "d.jinja2 (rendered): device YAML line 2, column 9: "
                                                       "mapping values are not allowed"),
     ("{{ '- a' }}", "d.jinja2 (rendered): the device configuration must be a YAML mapping"),
     ("hostname: x\n{{ '' }}", "d.jinja2:.device_type: required but missing"),

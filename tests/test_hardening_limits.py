@@ -240,8 +240,8 @@ def test_deps_and_params_reach_the_scripts_as_literal_words(tmp_path):
 
 @pytest.mark.parametrize("testdef,message", [
     ({"install": {"deps": ["-oDpkg::Pre-Invoke::=touch /tmp/x"]}}, r"def.install.deps\[0\]: not a package name"),
-    ({"params": {"NOT-A-NAME": "1"}}, r"def.params: 'NOT-A-NAME' is not a shell variable name"),
-    ({"parameters": {"X; touch y": "1"}}, r"def.parameters: 'X; touch y' is not a shell variable name"),
+    ({"params": {"NOT-A-NAME": "1"}}, r"def.params.NOT-A-NAME: 'NOT-A-NAME' is not a shell variable name"),
+    ({"parameters": {"X; touch y": "1"}}, r"def.parameters.'X; touch y': 'X; touch y' is not a shell variable name"),
 ])
 def test_names_that_are_not_shell_words_are_refused(testdef, message):
     with pytest.raises(JobError, match=message):

@@ -118,17 +118,17 @@ def test_a_fetched_test_definition_is_loaded_within_the_same_bounds(tmp_path):
     place = "actions[2].test.definitions[0]"
     path = tmp_path / "smoke.yaml"
     path.write_text("metadata: {name: a}\nrun: {steps: [ls]}\n")
-    assert load_testdef(path, place)["run"] == {"steps": ["ls"]}
+    assert load_testdef(tmp_path, path.name, place)["run"] == {"steps": ["ls"]}
     for text, expected in [
-        ("metadata: {name: a}\nmetadata: {name: b}\nrun: {steps: [ls]}\n", "duplicate key 'metadata'"),
+        ("metadata: {name: a}\nmetadata: {name: b}\nrun: {steps: [ls]}\n", "duplicate key '...' (line 2; first on line 1)"),
         ("a: &a [x, x]\n" + "".join(f"b{i}: &b{i} [*{'a' if i == 0 else f'b{i - 1}'}] \n" for i in range(3))
          + "c: [" + ", ".join(["*b2"] * 6000) + "]\n", "aliases expand to more than 10000 nodes"),
         ("metadata: {name: a}\nrun: {steps: [ls]}\ninstall: {deps: [[curl]]}\n", "install.deps[0]: expected a package"),
     ]:
         path.write_text(text)
         with pytest.raises(JobError) as caught:
-            load_testdef(path, place)
+            load_testdef(tmp_path, path.name, place)
         assert str(caught.value).startswith(place) and expected in str(caught.value), caught.value
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(JobError, match="not UTF-8 text"):
-        load_testdef(path, place)
+        load_testdef(tmp_path, path.name, place)
