@@ -52,8 +52,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from pipeline.errors import Bug, Canceled, JobError
 
@@ -78,6 +79,8 @@ STOP_CHECK_INTERVAL = 0.5
 LAVA_START = "lava-start"
 
 StopCheck = Callable[[], bool]
+
+_T = TypeVar("_T")
 
 # Longest accepted identifier: ids travel over a serial console and end up in
 # Redis keys; nothing legitimate is this long.
@@ -223,11 +226,11 @@ def wait_until(
     call: str,
     message_id: str | None,
     timeout: float,
-    check: Callable[[], tuple[bool, object]],
-    block: Callable[[float], None],
+    check: Callable[[], tuple[bool, _T]],
+    block: Callable[[float], object],
     missing: Callable[[], str],
     should_stop: StopCheck | None,
-):
+) -> _T:
     """The wait loop both implementations share.
 
     ``check()`` returns ``(done, result)``; ``block(seconds)`` blocks until
@@ -299,7 +302,7 @@ class LocalCoordinator:
         with self._lock:
             return group_id in self._groups
 
-    def client(self, group_id: str, member_id: str) -> "LocalMultinodeClient":
+    def client(self, group_id: str, member_id: str) -> LocalMultinodeClient:
         """The client of member ``member_id`` of group ``group_id``."""
         check_name(group_id, "group id")
         check_name(member_id, "member id")
@@ -352,11 +355,19 @@ class LocalMultinodeClient:
             if m != self.member_id and (role is None or r == role)
         ]
 
-    def _wait(self, call, message_id, timeout, check, missing, should_stop):
+    def _wait(
+        self,
+        call: str,
+        message_id: str | None,
+        timeout: float,
+        check: Callable[[], tuple[bool, _T]],
+        missing: Callable[[], str],
+        should_stop: StopCheck | None,
+    ) -> _T:
         timeout = check_timeout(call, timeout)
         cond = self._group.cond
 
-        def checked():
+        def checked() -> tuple[bool, _T]:
             self._alive(call, message_id)
             return check()
 
@@ -385,12 +396,12 @@ class LocalMultinodeClient:
         if not others:
             raise JobError(f"{call} '{message_id}': no other member in group {self.group_id!r}")
 
-        def check():
+        def check() -> tuple[bool, dict[str, dict[str, str]]]:
             sent = self._group.messages.get(message_id, {})
             got = {m: dict(sent[m]) for m in others if m in sent}
             return bool(got), got
 
-        def missing():
+        def missing() -> str:
             return "any of " + describe_members(others, self._group.members)
 
         return self._wait(call, message_id, timeout, check, missing, should_stop)
@@ -407,13 +418,13 @@ class LocalMultinodeClient:
         check_wait_all(message_id, role, self._group.members, self.group_id)
         others = self._others(role)
 
-        def check():
+        def check() -> tuple[bool, dict[str, dict[str, str]]]:
             sent = self._group.messages.get(message_id, {})
             if all(m in sent for m in others):
                 return True, {m: dict(sent[m]) for m in others}
-            return False, None
+            return False, {}
 
-        def missing():
+        def missing() -> str:
             sent = self._group.messages.get(message_id, {})
             return describe_members([m for m in others if m not in sent], self._group.members)
 
@@ -436,10 +447,10 @@ class LocalMultinodeClient:
                     group.arrived.pop(message_id, None)
                     group.cond.notify_all()
 
-        def check():
+        def check() -> tuple[bool, None]:
             return message_id in group.synced, None
 
-        def missing():
+        def missing() -> str:
             arrived = group.arrived.get(message_id, set())
             return describe_members(
                 [m for m in group.members if m not in arrived], group.members
@@ -462,10 +473,10 @@ class LocalMultinodeClient:
                 self._group.cond.notify_all()
 
     def wait_for_start(self, timeout: float, *, should_stop: StopCheck | None = None) -> None:
-        def check():
+        def check() -> tuple[bool, None]:
             return self.role in self._group.started, None
 
-        def missing():
+        def missing() -> str:
             return f"role {self.role!r} of {self.member_id} to be started"
 
         self._wait(LAVA_START, None, timeout, check, missing, should_stop)

@@ -34,96 +34,24 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-SSL_QUERY_KEYS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
-CERT_REQS = {"required": ssl.CERT_REQUIRED, "cert_required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
-             "cert_optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE, "cert_none": ssl.CERT_NONE}
+# The lab's Redis settings live with the coordinator's (one URL parser, one
+# set of TLS options, one client factory); these names stay the lab's.
+from coordinator.redis_client import (  # noqa: F401
+    CERT_REQS,
+    DEFAULT_REDIS_URL,
+    SSL_QUERY_KEYS,
+    ConfigError,
+    RedisTarget,
+    redis_client,
+    redis_target,
+    redis_url,
+)
 
 
 def _root_user() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-class ConfigError(ValueError):
-    """A setting of the environment that cannot be used (the message names the variable)."""
-
-
-def redis_url() -> str:
-    return os.environ.get("LAVA_DISPATCH_REDIS_URL") or DEFAULT_REDIS_URL
-
-
-@dataclass(frozen=True)
-class RedisTarget:
-    """The Redis URL without TLS query parameters, and the TLS options (None: no TLS)."""
-
-    url: str
-    ssl: dict[str, Any] | None
-
-    def redacted(self) -> str:
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        netloc = parts.netloc.rsplit("@", 1)[1]
-        user = parts.username or ""
-        return urlunsplit((parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query, ""))
-
-
-def redis_target(url: str | None = None) -> RedisTarget:
-    """Split TLS options off the URL so Celery, kombu and redis-py get the same ones."""
-    url = url or redis_url()
-    parts = urlsplit(url)
-    # Only the scheme is shown: the URL may hold a password.
-    if parts.scheme not in ("redis", "rediss", "unix") or not url.startswith(parts.scheme + "://"):
-        head = url.split("://", 1)[0] if "://" in url else ""
-        shown = head and len(head) <= 20 and "@" not in head
-        found = f"not {head}://" if shown else "it has no scheme such as redis://"
-        raise ConfigError(f"LAVA_DISPATCH_REDIS_URL must start with redis://, rediss:// (TLS) or unix:// ({found})")
-    try:
-        parts.port
-    except ValueError:
-        raise ConfigError("LAVA_DISPATCH_REDIS_URL: the port is not a number from 0 to 65535") from None
-    query = dict(parse_qsl(parts.query))
-    if parts.scheme != "rediss":
-        return RedisTarget(url, None)
-    options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-    reqs = query.pop("ssl_cert_reqs", None)
-    if reqs is not None:
-        key = reqs.lower()
-        if key not in CERT_REQS:
-            raise ConfigError(f"LAVA_DISPATCH_REDIS_URL: ssl_cert_reqs={reqs!r}: use required, optional or none")
-        options["ssl_cert_reqs"] = CERT_REQS[key]
-    for name, env in (("ssl_ca_certs", "LAVA_DISPATCH_REDIS_CA"), ("ssl_certfile", "LAVA_DISPATCH_REDIS_CERT"),
-                      ("ssl_keyfile", "LAVA_DISPATCH_REDIS_KEY")):
-        value = query.pop(name, None) or os.environ.get(env)
-        if value:
-            options[name] = value
-    query.pop("ssl_check_hostname", None)
-    clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
-    return RedisTarget(clean, options)
-
-
-def redis_client(url: str | None = None, **kwargs: Any):
-    """A redis-py client for the lab database (decoded strings, bounded timeouts and retries)."""
-    import redis
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
-
-    target = redis_target(url)
-    options: dict[str, Any] = dict(decode_responses=True, socket_timeout=10, socket_connect_timeout=5,
-                                   socket_keepalive=True, health_check_interval=15,
-                                   retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 4),
-                                   retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-                                   client_name=f"lava-dispatch-{os.getpid()}")
-    if target.ssl:
-        options.update(target.ssl)
-    options.update(kwargs)
-    return redis.Redis.from_url(target.url, **options)
 
 
 def output_root() -> Path:

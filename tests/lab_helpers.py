@@ -45,6 +45,32 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
+def make_certs(base: Path, client: bool = False) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and (``client``) a client certificate, in ``base/certs``.
+
+    Files: ``ca.pem``, ``server.pem``/``server.key``, ``client.pem``/``client.key``.
+    """
+    certs = base / "certs"
+    certs.mkdir()
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=certs, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=lava-test-ca")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (certs / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    if client:
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj",
+            "/CN=lava-test-client")
+        (certs / "client.cnf").write_text("extendedKeyUsage=clientAuth\n")
+        ssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            "client.pem", "-days", "2", "-extfile", "client.cnf")
+    return certs
+
+
 class RedisServer:
     """A redis-server of our own on a free port: AOF on, in a temp dir; restartable."""
 
@@ -71,7 +97,7 @@ class RedisServer:
         if self.tls:
             argv += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls["cert"],
                      "--tls-key-file", self.tls["key"], "--tls-ca-cert-file", self.tls["ca"],
-                     "--tls-auth-clients", "no"]
+                     "--tls-auth-clients", self.tls.get("auth_clients", "no")]
         else:
             argv += ["--port", str(self.port)]
         if self.password and self.acl_user:

@@ -16,7 +16,8 @@ from collections import defaultdict
 
 import pytest
 
-from lab_helpers import (ROOT, Lab, RedisServer, local_job, processes_mentioning, running_lab, wait_for)
+from lab_helpers import (ROOT, Lab, RedisServer, local_job, make_certs, processes_mentioning, running_lab,
+                         wait_for)
 
 pytestmark = pytest.mark.lab
 
@@ -411,23 +412,6 @@ def test_tls_and_acl_user(tmp_path):
     finally:
         os.environ.pop("LAVA_DISPATCH_REDIS_CA", None)
         server.kill()
-
-
-def make_certs(base):
-    certs = base / "certs"
-    certs.mkdir()
-
-    def ssl(*args):
-        subprocess.run(["openssl", *args], cwd=certs, check=True, capture_output=True)
-
-    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-        "-subj", "/CN=lava-test-ca")
-    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
-    (certs / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-        "server.pem", "-days", "2", "-extfile", "ext.cnf")
-    return certs
-
 
 
 def test_flower_shows_every_task_of_a_job(lab):

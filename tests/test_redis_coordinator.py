@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -295,3 +296,83 @@ def test_redis_dying_under_a_waiter(private_redis):
     t.join(30)
     assert not t.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], InfrastructureError), outcome
+
+
+# --- TLS with a client certificate --------------------------------------------
+
+
+@pytest.fixture
+def tls_redis(tmp_path, monkeypatch):
+    """A redis-server that speaks only TLS and asks every client for a certificate signed by its CA.
+
+    The CA, client certificate and key are in LAVA_DISPATCH_REDIS_CA/_CERT/_KEY, as on a lab host.
+    """
+    if shutil.which("redis-server") is None or shutil.which("openssl") is None:
+        pytest.skip("no redis-server or openssl binary")
+    from lab_helpers import RedisServer, make_certs
+
+    certs = make_certs(tmp_path, client=True)
+    monkeypatch.setenv("LAVA_DISPATCH_REDIS_CA", str(certs / "ca.pem"))
+    monkeypatch.setenv("LAVA_DISPATCH_REDIS_CERT", str(certs / "client.pem"))
+    monkeypatch.setenv("LAVA_DISPATCH_REDIS_KEY", str(certs / "client.key"))
+    server = RedisServer(tmp_path, password=uuid.uuid4().hex,
+                         tls={"cert": str(certs / "server.pem"), "key": str(certs / "server.key"),
+                              "ca": str(certs / "ca.pem"), "auth_clients": "yes"})
+    try:
+        server.start()
+        yield server, certs
+    finally:
+        server.kill()
+
+
+def test_tls_with_the_client_certificate_of_the_environment(tls_redis):
+    """The coordinator and each member's own connection present LAVA_DISPATCH_REDIS_CERT/_KEY."""
+    server, _certs = tls_redis
+    assert server.url.startswith("rediss://")
+    co = RedisCoordinator(server.url, key_prefix="tls", socket_timeout=2)
+    co.create_group("g", MEMBERS)
+    c = {m: co.client("g", m) for m in MEMBERS}
+    c["server"].send("ip", {"ipaddr": "10.0.0.1"})
+    assert c["client-1"].wait("ip", 5) == {"server": {"ipaddr": "10.0.0.1"}}
+    threads = [threading.Thread(target=cl.sync, args=("up", 10)) for cl in c.values()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert not any(t.is_alive() for t in threads)
+    c["server"].start_roles(["client"])
+    c["client-2"].wait_for_start(5)
+    co.end_group("g")
+    with pytest.raises(JobError, match="ended"):
+        c["client-2"].send("late")
+    for cl in c.values():
+        cl.close()
+    co.close()
+
+
+@pytest.mark.parametrize("without", ["certificate", "trusted certificate"])
+def test_tls_without_a_client_certificate_fails_cleanly(tls_redis, tmp_path, monkeypatch, without):
+    from lab_helpers import make_certs
+
+    server, certs = tls_redis
+    if without == "certificate":
+        monkeypatch.delenv("LAVA_DISPATCH_REDIS_CERT")
+        monkeypatch.delenv("LAVA_DISPATCH_REDIS_KEY")
+    else:  # a client certificate that another CA signed
+        (tmp_path / "other").mkdir()
+        other = make_certs(tmp_path / "other", client=True)
+        monkeypatch.setenv("LAVA_DISPATCH_REDIS_CERT", str(other / "client.pem"))
+        monkeypatch.setenv("LAVA_DISPATCH_REDIS_KEY", str(other / "client.key"))
+    co = RedisCoordinator(server.url, socket_timeout=1)
+    start = time.monotonic()
+    with pytest.raises(InfrastructureError) as err:
+        co.create_group("g", MEMBERS)
+    assert time.monotonic() - start < 15
+    message = str(err.value)
+    assert message.startswith("create multinode group 'g': Redis at rediss://:***@127.0.0.1:"), message
+    assert server.password not in message
+    co.close()
+    # The URL's own ssl_certfile/ssl_keyfile win over the environment: the server was fine.
+    good = RedisCoordinator(f"{server.url}?ssl_certfile={certs / 'client.pem'}&ssl_keyfile={certs / 'client.key'}")
+    assert not good.group_exists("g")
+    good.close()
