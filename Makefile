@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 
-.PHONY: install images services test test-fast demo clean
+.PHONY: install images services lint test test-fast demo clean
 
 install:
 	bash deploy/install-deps.sh
@@ -12,6 +12,12 @@ images: install
 
 services: install
 	bash deploy/ensure-redis.sh
+
+# ruff, mypy (strict on pipeline/ and coordinator/) and the import layers.
+lint: install
+	ruff check pipeline tasks coordinator server tests bench
+	mypy pipeline coordinator tasks server
+	lint-imports
 
 # Everything, QEMU boards included (what CI runs).
 test: install images services
