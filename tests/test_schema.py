@@ -50,7 +50,7 @@ class Sample(Model):
     wait: Seconds | None = None
     md5: str | None = Field(None, pattern=r"^[0-9a-f]{4}$")
     items_: list[int] = Field([], alias="items", min_length=0, description="some numbers")
-    either: Union[Inner, Loose] | None = None
+    either: Union[Inner, Loose] | None = None  # noqa: UP007 - typing.Union is a form models may use
     limit: ClassVar[int] = 3  # a class constant, not a field
     _private: int = 0
 
@@ -162,7 +162,8 @@ def test_list_errors_name_the_index():
 
 
 def test_dict_errors_name_the_key():
-    assert messages(Sample, {"count": 1, "env": {"A": 1, "B": "2"}}) == {("env", "B"): "expected a whole number, got str '2'"}
+    assert messages(Sample, {"count": 1, "env": {"A": 1, "B": "2"}}) == {
+        ("env", "B"): "expected a whole number, got str '2'"}
     assert messages(Sample, {"count": 1, "env": {3: 1}}) == {("env", 3): "invalid key: expected a string, got int 3"}
     assert messages(Sample, {"count": 1, "env": ["A"]}) == {("env",): "expected a mapping, got a list"}
 
@@ -256,7 +257,7 @@ def test_extra_allowed_is_kept():
     assert loose.model_extra == {"hostname": "h1", "nested": {"a": 1}}
     assert loose.model_dump()["nested"] == {"a": 1}
     with pytest.raises(AttributeError):
-        loose.missing
+        _ = loose.missing
 
 
 def test_extra_must_be_forbid_or_allow():
