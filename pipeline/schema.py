@@ -11,8 +11,10 @@ device files need, so that it imports in about a millisecond:
 
 ``Role.model_validate(data)`` returns a read-only instance, or raises
 ValidationError listing every problem, each with its place (``loc``).
-A class reads its annotations the first time it validates (not at import)
-and keeps what it found.
+A class reads its own annotations the first time it (or a subclass)
+validates, not at import, with ``typing.get_type_hints`` in the class's
+module (so ``from __future__ import annotations`` and quoted forward
+references work), and keeps what it found.
 
 Types: int (bool is not a number here), float, str, bool, Any, Literal[...],
 unions (``X | None``, ``str | list[str]``), list[T], dict[K, V], nested
@@ -29,7 +31,6 @@ pipeline.schema_errors.
 from __future__ import annotations
 
 import copy
-import sys
 import types
 import typing
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -137,17 +138,37 @@ class _Plan:
         self.keys = self.names | {s.key for s in specs}
 
 
-def _own_specs(cls: type) -> dict[str, _Spec]:
-    """The fields ``cls`` itself annotates; strings are evaluated in its module."""
-    namespace = vars(sys.modules[cls.__module__])
+def _type_hints(cls: type, annotations: dict[str, Any]) -> dict[str, Any]:
+    """``annotations`` (of ``cls``'s own) resolved by typing.get_type_hints in ``cls``'s module.
+
+    get_type_hints(cls) would resolve every base class's annotations again
+    for each subclass: a holder of the class's own annotations lets each
+    class be resolved once and its bases' fields be reused. The class's own
+    attributes are not names here (``localns={}``): a field named ``list``
+    does not hide the type ``list``.
+    """
+    holder = type(cls.__name__, (), {"__annotations__": annotations, "__module__": cls.__module__})
+    return typing.get_type_hints(holder, localns={}, include_extras=True)
+
+
+def _own_specs(cls: type[Model]) -> dict[str, _Spec]:
+    """The fields ``cls`` itself annotates, analysed once per class."""
+    cached: dict[str, _Spec] | None = cls.__dict__.get("_specs_cache")
+    if cached is not None:
+        return cached
+    annotations = {name: annotation for name, annotation in cls.__dict__.get("__annotations__", {}).items()
+                   if not name.startswith("_")}
+    try:
+        hints = _type_hints(cls, annotations) if annotations else {}
+    except Exception:  # NameError, or TypeError/SyntaxError for a malformed annotation: name the field
+        for name, annotation in annotations.items():
+            try:
+                _type_hints(cls, {name: annotation})
+            except Exception as exc:
+                raise TypeError(f"{cls.__qualname__}.{name}: cannot resolve {annotation!r}: {exc}") from None
+        raise
     specs = {}
-    for name, annotation in cls.__dict__.get("__annotations__", {}).items():
-        if name.startswith("_"):
-            continue
-        try:
-            tp = eval(annotation, namespace) if isinstance(annotation, str) else annotation  # noqa: S307 - our own source
-        except NameError as exc:
-            raise TypeError(f"{cls.__qualname__}.{name}: cannot resolve {annotation!r}: {exc}") from None
+    for name, tp in hints.items():
         if tp is ClassVar or typing.get_origin(tp) is ClassVar:
             continue
         declared = cls.__dict__.get(name, MISSING)
@@ -156,6 +177,7 @@ def _own_specs(cls: type) -> dict[str, _Spec]:
         if field.constrained():
             node = ConstrainedNode(node, field)
         specs[name] = _Spec(name, field.alias or name, node, field.default, field.description)
+    cls._specs_cache = specs
     return specs
 
 
@@ -184,6 +206,7 @@ class Model:
 
     _extra: ClassVar[str] = "forbid"
     _plan_cache: ClassVar[_Plan]  # set on each class by its first validation
+    _specs_cache: ClassVar[dict[str, _Spec]]
 
     def __init_subclass__(cls, extra: str | None = None, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -203,7 +226,7 @@ class Model:
         if plan is None:
             specs: dict[str, _Spec] = {}
             for klass in reversed(cls.__mro__):  # a subclass's annotation overrides its base's
-                if issubclass(klass, Model):
+                if issubclass(klass, Model) and klass is not Model:
                     specs.update(_own_specs(klass))
             plan = _Plan(list(specs.values()))
             cls._plan_cache = plan
