@@ -20,7 +20,8 @@ Types: int (bool is not a number here), float, str, bool, Any, Literal[...],
 unions (``X | None``, ``str | list[str]``), list[T], dict[K, V], nested
 models and ``Annotated[T, BeforeValidator(fn)]``: fn converts the raw value
 or raises ValueError (TypeError and ArithmeticError too), whose text is the
-problem reported. A key is found by its alias or by the field's name.
+problem reported. A field with an alias is found by its alias only: its
+Python name in the input is an unknown key, even with ``extra="allow"``.
 ``extra="forbid"`` (the default) reports unknown keys; ``extra="allow"``
 keeps them (``model_extra``, attributes).
 
@@ -130,12 +131,13 @@ class _Spec:
 
 
 class _Plan:
-    """What a model class checks: its fields in order and every key they answer to."""
+    """What a model class checks: its fields in order, the keys they answer to, and aliased fields' names."""
 
     def __init__(self, specs: list[_Spec]):
         self.specs = specs
         self.names = frozenset(s.name for s in specs)
-        self.keys = self.names | {s.key for s in specs}
+        self.keys = frozenset(s.key for s in specs)
+        self.aliased = {s.name: s.key for s in specs if s.name != s.key and s.name not in self.keys}
 
 
 def _type_hints(cls: type, annotations: dict[str, Any]) -> dict[str, Any]:
@@ -216,6 +218,7 @@ class Model:
             cls._extra = extra
 
     def __init__(self, **data: Any):
+        """An instance of the keys ``data`` gives (aliases, as in a file), checked."""
         self.__dict__.update(type(self)._checked_attrs(data))
 
     # -------------------------------------------------------- validation
@@ -242,18 +245,22 @@ class Model:
         before = len(errors)
         attrs: dict[str, Any] = {}
         for spec in plan.specs:
-            key = spec.key if spec.key in data else spec.name  # the alias, or the field's own name
-            if key in data:
-                attrs[spec.name] = spec.node.validate(data[key], loc + (key,), errors)
+            if spec.key in data:
+                attrs[spec.name] = spec.node.validate(data[spec.key], loc + (spec.key,), errors)
             elif spec.default is MISSING:
                 add(errors, loc + (spec.key,), "required but missing", "missing")
             else:
                 attrs[spec.name] = _fresh(spec.default)
-        extra = {k: v for k, v in data.items() if k not in plan.keys}
-        if extra and cls._extra == "forbid":
-            for key in extra:
+        extra = {}
+        for key, value in data.items():
+            if key in plan.keys:
+                continue
+            if key in plan.aliased:  # a field's Python name, never a key of the file, even where extras are kept
+                add(errors, loc + (key,), f"unknown key (the key is {plan.aliased[key]!r})", "extra_forbidden")
+            elif cls._extra == "forbid":
                 add(errors, loc + (key,), "unknown key", "extra_forbidden")
-            extra = {}
+            else:
+                extra[key] = value
         attrs["model_extra"] = extra
         return attrs if len(errors) == before else None
 

@@ -1,6 +1,7 @@
-"""pipeline.schema's rules for annotations.
+"""pipeline.schema's rules for annotations and keys.
 
-Annotations are read with typing.get_type_hints, once per class.
+Annotations are read with typing.get_type_hints, once per class; a field
+with an alias answers to its alias only.
 
 This module has no ``from __future__ import annotations``: its models'
 annotations are objects, quoted forward references among them, as a model
@@ -12,8 +13,10 @@ from typing import Any, Literal, Optional
 
 import pytest
 import schema_twin_boot
+from test_validation import BOOT, DEPLOY, HEAD, MULTINODE_HEAD, job
 
-from pipeline.schema import Model, ValidationError
+from pipeline.job import ProblemList, parse_job
+from pipeline.schema import Field, Model, ValidationError
 
 
 def errors_of(model: type[Model], data: Any) -> list[tuple[tuple[Any, ...], str, str]]:
@@ -106,3 +109,51 @@ def test_an_unresolvable_annotation_names_its_field():
 
     with pytest.raises(TypeError, match=r"Broken.bad: cannot resolve 'list\[Nowhere\]': name 'Nowhere' is not def"):
         Broken.model_validate({})
+
+
+# ---------------------------------------------------------------- aliases
+
+
+class Definition(Model):
+    from_: str = Field(alias="from")
+    lava_signal: Optional[str] = Field(None, alias="lava-signal")  # noqa: UP045
+
+
+class KeepsExtras(Model, extra="allow"):
+    from_: str = Field("git", alias="from")
+
+
+def test_an_aliased_field_answers_to_its_alias_only():
+    assert Definition.model_validate({"from": "git", "lava-signal": "kmsg"}).lava_signal == "kmsg"
+    assert errors_of(Definition, {"from_": "git", "lava_signal": "kmsg"}) == [
+        (("from",), "required but missing", "missing"),
+        (("from_",), "unknown key (the key is 'from')", "extra_forbidden"),
+        (("lava_signal",), "unknown key (the key is 'lava-signal')", "extra_forbidden"),
+    ]
+
+
+def test_a_model_that_keeps_extra_keys_refuses_a_field_name_all_the_same():
+    kept = KeepsExtras.model_validate({"from": "url", "other": 1})
+    assert kept.from_ == "url" and kept.model_extra == {"other": 1}
+    assert errors_of(KeepsExtras, {"from_": "url", "other": 1}) == [
+        (("from_",), "unknown key (the key is 'from')", "extra_forbidden")]
+
+
+def test_the_constructor_takes_keys_and_a_dump_by_alias_validates_again():
+    definition = Definition(**{"from": "git"})
+    assert definition.from_ == "git"
+    assert Definition.model_validate(definition.model_dump(by_alias=True)) == definition
+    with pytest.raises(ValidationError, match="unknown key"):
+        Definition(from_="git")
+
+
+@pytest.mark.parametrize("text,problem", [
+    (job(MULTINODE_HEAD.replace("lava-multinode:", "lava_multinode:"), BOOT),
+     "protocols.lava_multinode: unknown key (the key is 'lava-multinode')"),
+    (job(HEAD, DEPLOY.replace("os: debian", "os: debian\n      connection_namespace: a"), BOOT),
+     "actions[0].deploy.connection_namespace: unknown key (the key is 'connection-namespace')"),
+], ids=["protocols", "action"])
+def test_a_job_that_writes_a_python_name_is_rejected(text, problem):
+    with pytest.raises(ProblemList) as caught:
+        parse_job(text)
+    assert problem in caught.value.problems
