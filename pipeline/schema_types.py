@@ -259,16 +259,18 @@ class ConstrainedNode(Node):
         if len(errors) > before or value is None:
             return value
         f = self.field
-        if f.ge is not None and value < f.ge:
-            add(errors, loc, f"must be >= {f.ge}, got {short(value)}")
-        if f.le is not None and value > f.le:
-            add(errors, loc, f"must be <= {f.le}, got {short(value)}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if f.ge is not None and value < f.ge:
+                add(errors, loc, f"must be >= {f.ge}, got {short(value)}")
+            if f.le is not None and value > f.le:
+                add(errors, loc, f"must be <= {f.le}, got {short(value)}")
         if self.pattern is not None and isinstance(value, str) and not self.pattern.search(value):
             add(errors, loc, f"{short(value)} does not match {f.pattern}")
-        if f.min_length is not None and len(value) < f.min_length:
-            add(errors, loc, f"must have at least {_count(f.min_length, value)}, got {len(value)}")
-        if f.max_length is not None and len(value) > f.max_length:
-            add(errors, loc, f"must have at most {_count(f.max_length, value)}, got {len(value)}")
+        if isinstance(value, (str, list, dict)):
+            if f.min_length is not None and len(value) < f.min_length:
+                add(errors, loc, f"must have at least {_count(f.min_length, value)}, got {len(value)}")
+            if f.max_length is not None and len(value) > f.max_length:
+                add(errors, loc, f"must have at most {_count(f.max_length, value)}, got {len(value)}")
         return value
 
     def json_schema(self, defs: Defs) -> JsonSchema:

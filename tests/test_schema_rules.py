@@ -1,7 +1,9 @@
-"""pipeline.schema's rules for annotations and keys.
+"""pipeline.schema's rules for annotations, keys and problems.
 
 Annotations are read with typing.get_type_hints, once per class; a field
-with an alias answers to its alias only.
+with an alias answers to its alias only; no value makes validation raise
+anything but ValidationError (converters on every path, constraints on
+values they cannot measure).
 
 This module has no ``from __future__ import annotations``: its models'
 annotations are objects, quoted forward references among them, as a model
@@ -9,14 +11,16 @@ module without the import writes them.
 """
 
 import typing
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import pytest
 import schema_twin_boot
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_validation import BOOT, DEPLOY, HEAD, MULTINODE_HEAD, job
 
 from pipeline.job import ProblemList, parse_job
-from pipeline.schema import Field, Model, ValidationError
+from pipeline.schema import BeforeValidator, Field, Model, ValidationError
 
 
 def errors_of(model: type[Model], data: Any) -> list[tuple[tuple[Any, ...], str, str]]:
@@ -157,3 +161,135 @@ def test_a_job_that_writes_a_python_name_is_rejected(text, problem):
     with pytest.raises(ProblemList) as caught:
         parse_job(text)
     assert problem in caught.value.problems
+
+
+# ---------------------------------------------------------------- converters on every path
+
+
+def failing(exc: Exception) -> BeforeValidator:
+    def convert(value: Any) -> Any:
+        if value == "bad":
+            raise exc
+        return value
+    return BeforeValidator(convert)
+
+
+class Part(Model):
+    w: Annotated[str, failing(TypeError("no part"))] = "ok"
+
+
+def model_of(tp: Any, default: Any = None) -> type[Model]:
+    return type("Holder", (Model,), {"__annotations__": {"v": tp}, "v": default, "__module__": __name__})
+
+
+def paths(convert: BeforeValidator) -> list[tuple[str, Any, Any, Any, tuple[Any, ...], str]]:
+    """(where, annotation, default, value, place of the problem, how its message starts)."""
+    conv_str = Annotated[str, convert]
+    return [
+        ("field", conv_str, None, "bad", ("v",), ""),
+        ("list item", list[conv_str], None, ["ok", "bad"], ("v", 1), ""),
+        ("dict key", dict[conv_str, int], None, {"bad": 1}, ("v", "bad"), "invalid key: "),
+        ("dict value", dict[str, conv_str], None, {"k": "bad"}, ("v", "k"), ""),
+        ("union member", conv_str | list[str], None, "bad", ("v",), ""),
+        ("optional", Optional[conv_str], None, "bad", ("v",), ""),  # noqa: UP045
+        ("literal", Annotated[Literal["ok", "bad"], convert], None, "bad", ("v",), ""),
+        ("in front of a model", Annotated[Part, convert], None, "bad", ("v",), ""),
+        ("list of models", list[Annotated[Part, convert]], None, [{}, "bad"], ("v", 1), ""),
+        ("under a constraint", conv_str, Field(None, min_length=1), "bad", ("v",), ""),
+    ]
+
+
+EXCEPTIONS = [TypeError("a type it cannot use"), ValueError("a value it cannot use"),
+              OverflowError("too big"), ZeroDivisionError("divided by zero")]
+
+
+@pytest.mark.parametrize("exc", EXCEPTIONS, ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("where", [path[0] for path in paths(failing(TypeError()))])
+def test_a_converter_error_is_the_problem_of_its_value_on_every_path(exc, where):
+    _, tp, default, value, place, prefix = next(path for path in paths(failing(exc)) if path[0] == where)
+    assert errors_of(model_of(tp, default), {"v": value}) == [(place, prefix + str(exc), "value_error")]
+
+
+def test_a_converter_error_in_a_nested_model_carries_the_whole_path():
+    assert errors_of(model_of(list[Part]), {"v": [{}, {"w": "bad"}]}) == [(("v", 1, "w"), "no part", "value_error")]
+
+
+def test_a_converter_error_without_a_message_names_the_value():
+    assert errors_of(model_of(Annotated[str, failing(TypeError())]), {"v": "bad"}) == [
+        (("v",), "cannot use str 'bad'", "value_error")]
+
+
+# ---------------------------------------------------------------- constraints on any value
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+class Bounded(Model):
+    anything: Any = Field(None, ge=1, max_length=2)
+    either: int | str = Field(1, ge=1)
+    sized: int | list[int] = Field(1, min_length=1)
+    converted: Annotated[Any, BeforeValidator(_same)] = Field(None, pattern="^a")
+
+
+@pytest.mark.parametrize("data", [
+    {"anything": 5}, {"anything": True}, {"anything": "ab"}, {"anything": {"a": 1}}, {"either": "x"},
+    {"sized": 5}, {"sized": [1]}, {"converted": 3}, {"converted": "abc"}, {"converted": ["b"]},
+])
+def test_a_constraint_leaves_alone_values_it_cannot_measure(data):
+    assert Bounded.model_validate(data).model_dump()[next(iter(data))] == next(iter(data.values()))
+
+
+@pytest.mark.parametrize("data,place,message", [
+    ({"anything": 0}, "anything", "must be >= 1, got 0"),
+    ({"anything": "abc"}, "anything", "must have at most 2 characters, got 3"),
+    ({"anything": [1, 2, 3]}, "anything", "must have at most 2 items, got 3"),
+    ({"either": 0}, "either", "must be >= 1, got 0"),
+    ({"sized": []}, "sized", "must have at least 1 item, got 0"),
+    ({"converted": "b"}, "converted", "'b' does not match ^a"),
+])
+def test_a_constraint_checks_values_it_can_measure(data, place, message):
+    assert errors_of(Bounded, data) == [((place,), message, "value_error")]
+
+
+# ---------------------------------------------------------------- anything at all
+
+
+def _picky(value: Any) -> Any:
+    """A converter that meets trouble with many values, as careless ones do."""
+    if isinstance(value, str):
+        return int(value)  # ValueError
+    if isinstance(value, float):
+        return 1 // int(value)  # ZeroDivisionError, OverflowError, ValueError (NaN)
+    if isinstance(value, list):
+        return sum(value)  # TypeError
+    return value
+
+
+Picky = Annotated[Any, BeforeValidator(_picky)]
+
+
+class Everything(Model):
+    number: Picky = Field(None, ge=0, le=10, min_length=1)
+    items: list[Picky] = Field([], max_length=3)
+    table: dict[str, Picky | Part] = {}
+    choice: Annotated[Literal[1, 2], BeforeValidator(_picky)] | None = None
+    part: Part | None = None
+    parts: list[Annotated[Part, BeforeValidator(_picky)]] = []
+
+
+VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5) | st.sampled_from(["bad", "1"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3) | st.sampled_from(["w"]),
+                                                                 inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.dictionaries(st.sampled_from(["number", "items", "table", "choice", "part", "parts", "other"]), VALUES))
+def test_any_input_gives_an_instance_or_problems(data):
+    try:
+        Everything.model_validate(data)
+    except ValidationError as exc:
+        assert all(error["msg"] and isinstance(error["loc"], tuple) for error in exc.errors())
