@@ -74,11 +74,7 @@ class _ModelNode(Node):
         return None if attrs is None else self.model._build(attrs)
 
     def json_schema(self, defs: Defs) -> JsonSchema:
-        name = self.model.__name__
-        if name not in defs:
-            defs[name] = {}  # taken before it is filled: a model may refer to itself
-            defs[name] = self.model._object_schema(defs)
-        return {"$ref": f"#/$defs/{name}"}
+        return defs.ref(self.model, lambda: self.model._object_schema(defs))
 
 
 def _node_for(tp: Any) -> Node:
@@ -360,9 +356,15 @@ class Model:
 
     @classmethod
     def model_json_schema(cls) -> JsonSchema:
-        """JSON Schema (draft 2020-12) of the input: keys by alias, nested models under ``$defs``."""
-        defs: Defs = {}
+        """JSON Schema (draft 2020-12) of the input: keys by alias, nested models under ``$defs``.
+
+        A nested model's key under ``$defs`` is its class name, or its module
+        and qualified name where two models of one name meet (see schema_types.Defs).
+        """
+        found = Defs()
+        cls._object_schema(found)  # which models the schema holds, so that each gets its key first
+        defs = Defs(keyed=found)
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **cls._object_schema(defs)}
-        if defs:
-            schema["$defs"] = dict(sorted(defs.items()))
+        if defs.schemas:
+            schema["$defs"] = defs.json()
         return schema

@@ -14,7 +14,7 @@ strings, lists and mappings, a pattern to strings), as in JSON Schema.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pipeline.schema_errors import add, got, short, type_error
@@ -22,7 +22,6 @@ from pipeline.schema_errors import add, got, short, type_error
 Loc = tuple[Any, ...]
 Errors = list[dict[str, Any]]
 JsonSchema = dict[str, Any]
-Defs = dict[str, JsonSchema]  # an exported schema's $defs, by model name
 
 MISSING: Any = object()  # no default given: the key is required
 # What a converter raises about the value it was given: reported at the value's place.
@@ -65,6 +64,53 @@ class BeforeValidator:
                  input_schema: Callable[[JsonSchema], JsonSchema] | None = None):
         self.func = func
         self.input_schema = input_schema
+
+
+class Defs:
+    """The ``$defs`` of one exported schema: each model once, under a key no other model has.
+
+    A model's key is its class name. When models of the same name meet in
+    one schema (a ``Parameters`` of two modules), each of them is keyed by
+    its module and qualified name instead (``pipeline.job.Parameters`` ->
+    ``pipeline__job__Parameters``), so that neither replaces the other.
+    The keys are chosen from every model the schema holds: a first pass
+    (``keyed`` None) finds them, the second writes the references.
+    """
+
+    def __init__(self, keyed: Defs | None = None):
+        self.schemas: dict[type, JsonSchema] = {}
+        self.keys = _keys(keyed.schemas) if keyed is not None else {}
+
+    def ref(self, model: type, build: Callable[[], JsonSchema]) -> JsonSchema:
+        """A reference to ``model``'s schema, built the first time it is met."""
+        if model not in self.schemas:
+            self.schemas[model] = {}  # taken before it is built: a model may refer to itself
+            self.schemas[model] = build()
+        return {"$ref": f"#/$defs/{self.keys.get(model, model.__name__)}"}
+
+    def json(self) -> JsonSchema:
+        return dict(sorted((self.keys[model], schema) for model, schema in self.schemas.items()))
+
+
+def _keys(models: Iterable[type]) -> dict[type, str]:
+    models = list(models)
+    names = [model.__name__ for model in models]
+    wanted = [name if names.count(name) == 1 else _qualified(model) for model, name in zip(models, names, strict=True)]
+    keys: dict[type, str] = {}
+    taken: set[str] = set()
+    for model, key in zip(models, wanted, strict=True):
+        unique, n = key, 1
+        while unique in taken:  # the same module and name twice (a class made by one function, twice)
+            n += 1
+            unique = f"{key}_{n}"
+        taken.add(unique)
+        keys[model] = unique
+    return keys
+
+
+def _qualified(model: type) -> str:
+    parts = f"{model.__module__}.{model.__qualname__}".split(".")
+    return "__".join(re.sub(r"[^A-Za-z0-9_]", "", part) for part in parts)  # <locals> -> locals
 
 
 # ---------------------------------------------------------------- nodes

@@ -1,10 +1,16 @@
-"""A model module of its own for tests/test_schema_rules.py: a base class naming a type of this module."""
+"""A model module of its own for the schema tests.
+
+``Parameters`` as a boot method names it: tests/schema_twin_deploy.py has a
+``Parameters`` too, with other fields, as two action modules of pipeline/
+may each have theirs (tests/test_schema_defs.py). ``Boot`` is a base class
+naming a type only this module has (tests/test_schema_rules.py).
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pipeline.schema import BeforeValidator, Model
+from pipeline.schema import BeforeValidator, Field, Model
 
 
 def _seconds(value: Any) -> Any:
@@ -12,6 +18,14 @@ def _seconds(value: Any) -> Any:
 
 
 Seconds = Annotated[int, BeforeValidator(_seconds)]  # a name only this module has
+
+
+class Parameters(Model):
+    """How the board boots."""
+
+    method: str
+    wait: Seconds = Field(5, ge=0)
+    retry: Parameters | None = None  # refers to itself
 
 
 class Boot(Model):
