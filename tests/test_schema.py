@@ -333,38 +333,6 @@ def test_model_dump_plain_data():
     assert s.model_dump(by_alias=True)["items"] == [3]
 
 
-# ---------------------------------------------------------------- laziness
-
-
-def test_annotations_are_read_at_first_validation_and_kept():
-    class Later(Model):
-        thing: NotDefinedYet  # noqa: F821 - resolved only when validating
-
-    assert "_plan_cache" not in Later.__dict__
-    with pytest.raises(TypeError, match="Later.thing: cannot resolve 'NotDefinedYet'"):
-        Later.model_validate({"thing": 1})
-
-    Inner.model_validate({"name": "n"})
-    plan = Inner.__dict__["_plan_cache"]
-    Inner.model_validate({"name": "m"})
-    assert Inner.__dict__["_plan_cache"] is plan
-
-
-def test_subclass_fields_follow_the_base_fields():
-    class Base(Model):
-        a: int
-        b: int = 1
-
-    class Child(Base):
-        c: str
-        b: int = 2  # a new default keeps the base's place
-
-    child = Child.model_validate({"a": 1, "c": "x"})
-    assert list(child.model_dump()) == ["a", "b", "c"]
-    assert child.b == 2
-    assert Base.model_validate({"a": 1}).b == 1
-
-
 # ---------------------------------------------------------------- JSON Schema
 
 

@@ -55,6 +55,35 @@ def test_quoted_forward_references_inside_types_are_resolved():
     ]
 
 
+def test_annotations_are_read_at_first_validation_and_kept():
+    class Unresolved(Model):
+        thing: "NotDefinedYet"  # noqa: F821 - resolved only when validating
+
+    assert "_plan_cache" not in Unresolved.__dict__
+    with pytest.raises(TypeError, match="Unresolved.thing: cannot resolve 'NotDefinedYet'"):
+        Unresolved.model_validate({"thing": 1})
+
+    Leaf.model_validate({})
+    plan = Leaf.__dict__["_plan_cache"]
+    Leaf.model_validate({"colour": "red"})
+    assert Leaf.__dict__["_plan_cache"] is plan
+
+
+def test_subclass_fields_follow_the_base_fields():
+    class Base(Model):
+        a: int
+        b: int = 1
+
+    class Child(Base):
+        c: str
+        b: int = 2  # a new default keeps the base's place
+
+    child = Child.model_validate({"a": 1, "c": "x"})
+    assert list(child.model_dump()) == ["a", "b", "c"]
+    assert child.b == 2
+    assert Base.model_validate({"a": 1}).b == 1
+
+
 def test_each_class_reads_its_own_annotations_once(monkeypatch):
     resolved: list[str] = []
     get_type_hints = typing.get_type_hints
