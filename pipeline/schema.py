@@ -11,328 +11,84 @@ device files need, so that it imports in about a millisecond:
 
 ``Role.model_validate(data)`` returns a read-only instance, or raises
 ValidationError listing every problem, each with its place (``loc``).
-A class reads its annotations the first time it validates (not at import)
-and keeps what it found.
+A class reads its own annotations the first time it (or a subclass)
+validates, not at import, with ``typing.get_type_hints`` in the class's
+module (so ``from __future__ import annotations`` and quoted forward
+references work), and keeps what it found.
 
 Types: int (bool is not a number here), float, str, bool, Any, Literal[...],
 unions (``X | None``, ``str | list[str]``), list[T], dict[K, V], nested
 models and ``Annotated[T, BeforeValidator(fn)]``: fn converts the raw value
-or raises ValueError, whose text is the problem reported. A key is found by
-its alias or by the field's name. ``extra="forbid"`` (the default) reports
-unknown keys; ``extra="allow"`` keeps them (``model_extra``, attributes).
+or raises ValueError (TypeError and ArithmeticError too), whose text is the
+problem reported. A field with an alias is found by its alias only: its
+Python name in the input is an unknown key, even with ``extra="allow"``.
+``extra="forbid"`` (the default) reports unknown keys; ``extra="allow"``
+keeps them (``model_extra``, attributes).
+
+The types' nodes are in pipeline.schema_types, the wording of problems in
+pipeline.schema_errors.
 """
 
 from __future__ import annotations
 
 import copy
-import re
-import sys
 import types
 import typing
-from typing import Annotated, Any, Callable, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pipeline.schema_errors import ValidationError, add as _add, got as _got, short as _short, type_error as _type_error
+from pipeline.schema_errors import ValidationError, add, type_error
+from pipeline.schema_types import (
+    MISSING,
+    SCALARS,
+    AnyNode,
+    BeforeNode,
+    BeforeValidator,
+    ConstrainedNode,
+    Defs,
+    DictNode,
+    Errors,
+    Field,
+    JsonSchema,
+    ListNode,
+    LiteralNode,
+    Loc,
+    Node,
+    UnionNode,
+)
 
-_MISSING: Any = object()  # no default given: the key is required
+__all__ = ["BeforeValidator", "Field", "Model", "ValidationError"]
+
 _IMMUTABLE = (type(None), bool, int, float, str, tuple, frozenset)
 
 
-class Field:
-    """A field's default and constraints, assigned as the class attribute."""
-
-    __slots__ = ("default", "alias", "ge", "le", "pattern", "min_length", "max_length", "description")
-
-    def __init__(self, default: Any = _MISSING, *, alias: str | None = None, ge: float | None = None,
-                 le: float | None = None, pattern: str | None = None, min_length: int | None = None,
-                 max_length: int | None = None, description: str | None = None):
-        self.default = default
-        self.alias = alias
-        self.ge = ge
-        self.le = le
-        self.pattern = pattern
-        self.min_length = min_length
-        self.max_length = max_length
-        self.description = description
-
-    def constrained(self) -> bool:
-        return any(v is not None for v in (self.ge, self.le, self.pattern, self.min_length, self.max_length))
-
-
-class BeforeValidator:
-    """``Annotated`` metadata: ``func`` turns the raw value into one the type accepts, or raises ValueError.
-
-    ``input_schema`` describes, for editors, what a file may hold here: it is
-    given the converted type's own JSON Schema and returns the schema of the
-    forms ``func`` takes (a duration mapping for a number of seconds, a URL
-    string as well as a mapping). Without it, the type's own schema is used.
-    """
-
-    __slots__ = ("func", "input_schema")
-
-    def __init__(self, func: Callable[[Any], Any],
-                 input_schema: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
-        self.func = func
-        self.input_schema = input_schema
-
-
-# ---------------------------------------------------------------- types
-# Each annotation becomes a tree of nodes, built once per class: a node
-# checks a value (appending problems, returning the converted value) and
-# describes itself as JSON Schema.
-
-
-class _Node:
-    what = "a value"  # for "expected ..., got ..."
-
-    def validate(self, value: Any, loc: tuple[Any, ...], errors: list[dict[str, Any]]) -> Any:
-        raise NotImplementedError
-
-    def json_schema(self, defs: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
-
-
-class _AnyNode(_Node):
-    def validate(self, value, loc, errors):
-        return value
-
-    def json_schema(self, defs):
-        return {}
-
-
-class _Scalar(_Node):
-    def __init__(self, json_type: str, what: str, accepted: tuple[type, ...], convert: Callable[[Any], Any] | None = None):
-        self.json_type = json_type
-        self.what = what
-        self.accepted = accepted
-        self.convert = convert
-        self.bool_ok = bool in accepted  # YAML's true is a bool, never a number
-
-    def validate(self, value, loc, errors):
-        if not isinstance(value, self.accepted) or (isinstance(value, bool) and not self.bool_ok):
-            _type_error(errors, loc, self.what, value)
-            return None
-        try:
-            return self.convert(value) if self.convert else value
-        except (ValueError, OverflowError):
-            _type_error(errors, loc, f"{self.what} (finite)", value)
-            return None
-
-    def json_schema(self, defs):
-        return {"type": self.json_type}
-
-
-def _finite(value: float) -> float:
-    number = float(value)  # OverflowError for an integer beyond float's range
-    if number - number != 0:  # NaN and infinities: no timer or size means them
-        raise ValueError(value)
-    return number
-
-
-_SCALARS: dict[Any, _Node] = {
-    int: _Scalar("integer", "a whole number", (int,)),
-    float: _Scalar("number", "a number", (int, float), _finite),
-    str: _Scalar("string", "a string", (str,)),
-    bool: _Scalar("boolean", "true or false", (bool,)),
-}
-
-
-class _LiteralNode(_Node):
-    def __init__(self, choices: tuple[Any, ...]):
-        self.choices = choices
-        self.what = " or ".join(map(repr, choices))
-
-    def validate(self, value, loc, errors):
-        for choice in self.choices:
-            if type(value) is type(choice) and value == choice:
-                return choice
-        if len(self.choices) == 1:
-            _add(errors, loc, f"{_short(value)} must be {self.choices[0]}")
-        else:
-            _add(errors, loc, f"{_short(value)} is not one of {', '.join(map(str, self.choices))}")
-        return None
-
-    def json_schema(self, defs):
-        schema: dict[str, Any] = {"const": self.choices[0]} if len(self.choices) == 1 else {"enum": list(self.choices)}
-        if all(isinstance(c, str) for c in self.choices):
-            schema["type"] = "string"
-        return schema
-
-
-class _UnionNode(_Node):
-    def __init__(self, members: list[_Node], nullable: bool):
-        self.members = members
-        self.nullable = nullable
-        self.what = " or ".join(dict.fromkeys(m.what for m in members))
-
-    def validate(self, value, loc, errors):
-        if value is None and self.nullable:
-            return None
-        if len(self.members) == 1:
-            return self.members[0].validate(value, loc, errors)
-        attempts = []
-        for member in self.members:
-            found: list[dict[str, Any]] = []
-            result = member.validate(value, loc, found)
-            if not found:
-                return result
-            attempts.append(found)
-        # Report the member the value has the shape of (a list for list[str]);
-        # a value of no member's shape gets one line naming them all.
-        for found in attempts:
-            if not (len(found) == 1 and found[0]["type"] == "type_error" and found[0]["loc"] == loc):
-                errors.extend(found)
-                return None
-        _type_error(errors, loc, self.what, value)
-        return None
-
-    def json_schema(self, defs):
-        branches = [m.json_schema(defs) for m in self.members]
-        if self.nullable:
-            branches.append({"type": "null"})
-        return branches[0] if len(branches) == 1 else {"anyOf": branches}
-
-
-class _ListNode(_Node):
-    what = "a list"
-
-    def __init__(self, item: _Node):
-        self.item = item
-
-    def validate(self, value, loc, errors):
-        if not isinstance(value, list):
-            _type_error(errors, loc, self.what, value)
-            return None
-        return [self.item.validate(v, loc + (i,), errors) for i, v in enumerate(value)]
-
-    def json_schema(self, defs):
-        return {"type": "array", "items": self.item.json_schema(defs)}
-
-
-class _DictNode(_Node):
-    what = "a mapping"
-
-    def __init__(self, key: _Node, value: _Node):
-        self.key = key
-        self.value = value
-
-    def validate(self, value, loc, errors):
-        if not isinstance(value, dict):
-            _type_error(errors, loc, self.what, value)
-            return None
-        out = {}
-        for key, item in value.items():
-            found: list[dict[str, Any]] = []
-            checked = self.key.validate(key, loc + (key,), found)
-            for error in found:
-                error["msg"] = f"invalid key: {error['msg']}"
-            errors.extend(found)
-            out[key if found else checked] = self.value.validate(item, loc + (key,), errors)
-        return out
-
-    def json_schema(self, defs):
-        inner = self.value.json_schema(defs)
-        return {"type": "object", "additionalProperties": inner or True}
-
-
-class _ModelNode(_Node):
+class _ModelNode(Node):
     what = "a mapping"
 
     def __init__(self, model: type[Model]):
         self.model = model
 
-    def validate(self, value, loc, errors):
+    def validate(self, value: Any, loc: Loc, errors: Errors) -> Any:
         if isinstance(value, self.model):
             return value
         attrs = self.model._attrs(value, loc, errors)
         return None if attrs is None else self.model._build(attrs)
 
-    def json_schema(self, defs):
-        name = self.model.__name__
-        if name not in defs:
-            defs[name] = {}  # taken before it is filled: a model may refer to itself
-            defs[name] = self.model._object_schema(defs)
-        return {"$ref": f"#/$defs/{name}"}
+    def json_schema(self, defs: Defs) -> JsonSchema:
+        return defs.ref(self.model, lambda: self.model._object_schema(defs))
 
 
-class _BeforeNode(_Node):
-    def __init__(self, validator: BeforeValidator, inner: _Node):
-        self.func = validator.func
-        self.input_schema = validator.input_schema
-        self.inner = inner
-        self.what = inner.what
-
-    def validate(self, value, loc, errors):
-        try:
-            value = self.func(value)
-        except (ValueError, TypeError, ArithmeticError) as exc:  # whatever a converter meets is the value's problem
-            _add(errors, loc, str(exc) or f"cannot use {_got(value)}")
-            return None
-        return self.inner.validate(value, loc, errors)
-
-    def json_schema(self, defs):
-        own = self.inner.json_schema(defs)
-        return self.input_schema(own) if self.input_schema else own
-
-
-class _ConstrainedNode(_Node):
-    """A Field's ge/le/pattern/min_length/max_length, checked once the type is right (None is left alone)."""
-
-    def __init__(self, inner: _Node, field: Field):
-        self.inner = inner
-        self.field = field
-        self.what = inner.what
-        self.pattern = re.compile(field.pattern) if field.pattern is not None else None
-
-    def validate(self, value, loc, errors):
-        before = len(errors)
-        value = self.inner.validate(value, loc, errors)
-        if len(errors) > before or value is None:
-            return value
-        f = self.field
-        if f.ge is not None and value < f.ge:
-            _add(errors, loc, f"must be >= {f.ge}, got {_short(value)}")
-        if f.le is not None and value > f.le:
-            _add(errors, loc, f"must be <= {f.le}, got {_short(value)}")
-        if self.pattern is not None and isinstance(value, str) and not self.pattern.search(value):
-            _add(errors, loc, f"{_short(value)} does not match {f.pattern}")
-        if f.min_length is not None and len(value) < f.min_length:
-            _add(errors, loc, f"must have at least {_count(f.min_length, value)}, got {len(value)}")
-        if f.max_length is not None and len(value) > f.max_length:
-            _add(errors, loc, f"must have at most {_count(f.max_length, value)}, got {len(value)}")
-        return value
-
-    def json_schema(self, defs):
-        schema = self.inner.json_schema(defs)
-        # Optional[int] with ge=1: the bound belongs to the integer branch.
-        branches = [b for b in schema.get("anyOf", ()) if b.get("type") != "null"]
-        target = branches[0] if len(branches) == 1 else schema
-        f = self.field
-        length = {"string": ("minLength", "maxLength"), "object": ("minProperties", "maxProperties")}.get(
-            target.get("type"), ("minItems", "maxItems"))
-        for keyword, value in (("minimum", f.ge), ("maximum", f.le), ("pattern", f.pattern),
-                               (length[0], f.min_length), (length[1], f.max_length)):
-            if value is not None:
-                target[keyword] = value
-        return schema
-
-
-def _count(n: int, value: Any) -> str:
-    unit = "character" if isinstance(value, str) else "item"
-    return f"{n} {unit}{'' if n == 1 else 's'}"
-
-
-def _node_for(tp: Any) -> _Node:
+def _node_for(tp: Any) -> Node:
     """The node that checks values of the annotation ``tp``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is None:
         if tp is Any:
-            return _AnyNode()
-        if tp in _SCALARS:
-            return _SCALARS[tp]
+            return AnyNode()
+        if tp in SCALARS:
+            return SCALARS[tp]
         if tp is list:
-            return _ListNode(_AnyNode())
+            return ListNode(AnyNode())
         if tp is dict:
-            return _DictNode(_AnyNode(), _AnyNode())
+            return DictNode(AnyNode(), AnyNode())
         if isinstance(tp, type) and issubclass(tp, Model):
             return _ModelNode(tp)
     elif origin is Annotated:
@@ -340,21 +96,21 @@ def _node_for(tp: Any) -> _Node:
         for meta in args[1:]:  # the last validator is outermost: it runs first, as in pydantic
             if not isinstance(meta, BeforeValidator):
                 raise TypeError(f"unsupported Annotated metadata {meta!r}")
-            node = _BeforeNode(meta, node)
+            node = BeforeNode(meta, node)
         return node
     elif origin is Literal:
-        return _LiteralNode(args)
+        return LiteralNode(args)
     elif origin is Union or origin is types.UnionType:
         members = [_node_for(a) for a in args if a is not type(None)]
-        return _UnionNode(members, nullable=len(members) < len(args))
+        return UnionNode(members, nullable=len(members) < len(args))
     elif origin is list:
-        return _ListNode(_node_for(args[0]))
+        return ListNode(_node_for(args[0]))
     elif origin is dict:
-        return _DictNode(_node_for(args[0]), _node_for(args[1]))
+        return DictNode(_node_for(args[0]), _node_for(args[1]))
     raise TypeError(f"unsupported field type {tp!r}")
 
 
-# ---------------------------------------------------------------- models
+# ---------------------------------------------------------------- fields of a class
 
 
 class _Spec:
@@ -362,7 +118,7 @@ class _Spec:
 
     __slots__ = ("name", "key", "node", "default", "description")
 
-    def __init__(self, name: str, key: str, node: _Node, default: Any, description: str | None):
+    def __init__(self, name: str, key: str, node: Node, default: Any, description: str | None):
         self.name = name
         self.key = key
         self.node = node
@@ -371,33 +127,55 @@ class _Spec:
 
 
 class _Plan:
-    """What a model class checks: its fields in order and every key they answer to."""
+    """What a model class checks: its fields in order, the keys they answer to, and aliased fields' names."""
 
     def __init__(self, specs: list[_Spec]):
         self.specs = specs
         self.names = frozenset(s.name for s in specs)
-        self.keys = self.names | {s.key for s in specs}
+        self.keys = frozenset(s.key for s in specs)
+        self.aliased = {s.name: s.key for s in specs if s.name != s.key and s.name not in self.keys}
 
 
-def _own_specs(cls: type) -> dict[str, _Spec]:
-    """The fields ``cls`` itself annotates; strings are evaluated in its module."""
-    namespace = vars(sys.modules[cls.__module__])
+def _type_hints(cls: type, annotations: dict[str, Any]) -> dict[str, Any]:
+    """``annotations`` (of ``cls``'s own) resolved by typing.get_type_hints in ``cls``'s module.
+
+    get_type_hints(cls) would resolve every base class's annotations again
+    for each subclass: a holder of the class's own annotations lets each
+    class be resolved once and its bases' fields be reused. The class's own
+    attributes are not names here (``localns={}``): a field named ``list``
+    does not hide the type ``list``.
+    """
+    holder = type(cls.__name__, (), {"__annotations__": annotations, "__module__": cls.__module__})
+    return typing.get_type_hints(holder, localns={}, include_extras=True)
+
+
+def _own_specs(cls: type[Model]) -> dict[str, _Spec]:
+    """The fields ``cls`` itself annotates, analysed once per class."""
+    cached: dict[str, _Spec] | None = cls.__dict__.get("_specs_cache")
+    if cached is not None:
+        return cached
+    annotations = {name: annotation for name, annotation in cls.__dict__.get("__annotations__", {}).items()
+                   if not name.startswith("_")}
+    try:
+        hints = _type_hints(cls, annotations) if annotations else {}
+    except Exception:  # NameError, or TypeError/SyntaxError for a malformed annotation: name the field
+        for name, annotation in annotations.items():
+            try:
+                _type_hints(cls, {name: annotation})
+            except Exception as exc:
+                raise TypeError(f"{cls.__qualname__}.{name}: cannot resolve {annotation!r}: {exc}") from None
+        raise
     specs = {}
-    for name, annotation in cls.__dict__.get("__annotations__", {}).items():
-        if name.startswith("_"):
-            continue
-        try:
-            tp = eval(annotation, namespace) if isinstance(annotation, str) else annotation  # noqa: S307 - our own source
-        except NameError as exc:
-            raise TypeError(f"{cls.__qualname__}.{name}: cannot resolve {annotation!r}: {exc}") from None
+    for name, tp in hints.items():
         if tp is ClassVar or typing.get_origin(tp) is ClassVar:
             continue
-        declared = cls.__dict__.get(name, _MISSING)
+        declared = cls.__dict__.get(name, MISSING)
         field = declared if isinstance(declared, Field) else Field(declared)
         node = _node_for(tp)
         if field.constrained():
-            node = _ConstrainedNode(node, field)
+            node = ConstrainedNode(node, field)
         specs[name] = _Spec(name, field.alias or name, node, field.default, field.description)
+    cls._specs_cache = specs
     return specs
 
 
@@ -418,10 +196,15 @@ def _dump(value: Any, mode: str, by_alias: bool) -> Any:
     return value
 
 
+# ---------------------------------------------------------------- models
+
+
 class Model:
     """Base of the typed models. Subclass with ``extra="forbid"`` (default) or ``extra="allow"``."""
 
-    _extra = "forbid"
+    _extra: ClassVar[str] = "forbid"
+    _plan_cache: ClassVar[_Plan]  # set on each class by its first validation
+    _specs_cache: ClassVar[dict[str, _Spec]]
 
     def __init_subclass__(cls, extra: str | None = None, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -431,58 +214,63 @@ class Model:
             cls._extra = extra
 
     def __init__(self, **data: Any):
+        """An instance of the keys ``data`` gives (aliases, as in a file), checked."""
         self.__dict__.update(type(self)._checked_attrs(data))
 
     # -------------------------------------------------------- validation
 
     @classmethod
     def _plan(cls) -> _Plan:
-        plan = cls.__dict__.get("_plan_cache")
+        plan: _Plan | None = cls.__dict__.get("_plan_cache")
         if plan is None:
             specs: dict[str, _Spec] = {}
             for klass in reversed(cls.__mro__):  # a subclass's annotation overrides its base's
-                if issubclass(klass, Model):
+                if issubclass(klass, Model) and klass is not Model:
                     specs.update(_own_specs(klass))
             plan = _Plan(list(specs.values()))
             cls._plan_cache = plan
         return plan
 
     @classmethod
-    def _attrs(cls, data: Any, loc: tuple[Any, ...], errors: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def _attrs(cls, data: Any, loc: Loc, errors: Errors) -> dict[str, Any] | None:
         """The instance attributes for ``data``; None when a problem was added to ``errors``."""
         if not isinstance(data, dict):
-            _type_error(errors, loc, "a mapping", data)
+            type_error(errors, loc, "a mapping", data)
             return None
         plan = cls._plan()
         before = len(errors)
         attrs: dict[str, Any] = {}
         for spec in plan.specs:
-            key = spec.key if spec.key in data else spec.name  # the alias, or the field's own name
-            if key in data:
-                attrs[spec.name] = spec.node.validate(data[key], loc + (key,), errors)
-            elif spec.default is _MISSING:
-                _add(errors, loc + (spec.key,), "required but missing", "missing")
+            if spec.key in data:
+                attrs[spec.name] = spec.node.validate(data[spec.key], loc + (spec.key,), errors)
+            elif spec.default is MISSING:
+                add(errors, loc + (spec.key,), "required but missing", "missing")
             else:
                 attrs[spec.name] = _fresh(spec.default)
-        extra = {k: v for k, v in data.items() if k not in plan.keys}
-        if extra and cls._extra == "forbid":
-            for key in extra:
-                _add(errors, loc + (key,), "unknown key", "extra_forbidden")
-            extra = {}
+        extra = {}
+        for key, value in data.items():
+            if key in plan.keys:
+                continue
+            if key in plan.aliased:  # a field's Python name, never a key of the file, even where extras are kept
+                add(errors, loc + (key,), f"unknown key (the key is {plan.aliased[key]!r})", "extra_forbidden")
+            elif cls._extra == "forbid":
+                add(errors, loc + (key,), "unknown key", "extra_forbidden")
+            else:
+                extra[key] = value
         attrs["model_extra"] = extra
         return attrs if len(errors) == before else None
 
     @classmethod
     def _checked_attrs(cls, data: Any) -> dict[str, Any]:
         """The instance attributes for ``data``, or ValidationError with every problem."""
-        errors: list[dict[str, Any]] = []
+        errors: Errors = []
         attrs = cls._attrs(data, (), errors)
         if attrs is None:
             raise ValidationError(cls.__name__, errors)
         return attrs
 
     @classmethod
-    def _build(cls, attrs: dict[str, Any]) -> Model:
+    def _build(cls, attrs: dict[str, Any]) -> typing.Self:
         obj = cls.__new__(cls)
         obj.__dict__.update(attrs)
         return obj
@@ -512,7 +300,7 @@ class Model:
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.__dict__ == self.__dict__
 
-    __hash__ = None  # type: ignore[assignment] - equal by value, and values hold dicts
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and values hold dicts
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{s.name}={self.__dict__[s.name]!r}" for s in self._plan().specs)
@@ -545,31 +333,38 @@ class Model:
     # -------------------------------------------------------- JSON Schema
 
     @classmethod
-    def _object_schema(cls, defs: dict[str, Any]) -> dict[str, Any]:
-        properties: dict[str, Any] = {}
+    def _object_schema(cls, defs: Defs) -> JsonSchema:
+        properties: JsonSchema = {}
         required = []
         for spec in cls._plan().specs:
             prop = spec.node.json_schema(defs)
             if spec.description:
                 prop["description"] = spec.description
-            if spec.default is _MISSING:
+            if spec.default is MISSING:
                 required.append(spec.key)
             else:
                 prop["default"] = _dump(spec.default, "json", True)
             properties[spec.key] = prop
-        schema: dict[str, Any] = {"title": cls.__name__, "type": "object", "properties": properties}
-        if cls.__dict__.get("__doc__"):  # the class's own docstring, not its base's
-            schema["description"] = " ".join(cls.__doc__.split())
+        schema: JsonSchema = {"title": cls.__name__, "type": "object", "properties": properties}
+        doc = cls.__dict__.get("__doc__")  # the class's own docstring, not its base's
+        if doc:
+            schema["description"] = " ".join(doc.split())
         if required:
             schema["required"] = required
         schema["additionalProperties"] = cls._extra == "allow"
         return schema
 
     @classmethod
-    def model_json_schema(cls) -> dict[str, Any]:
-        """JSON Schema (draft 2020-12) of the input: keys by alias, nested models under ``$defs``."""
-        defs: dict[str, Any] = {}
+    def model_json_schema(cls) -> JsonSchema:
+        """JSON Schema (draft 2020-12) of the input: keys by alias, nested models under ``$defs``.
+
+        A nested model's key under ``$defs`` is its class name, or its module
+        and qualified name where two models of one name meet (see schema_types.Defs).
+        """
+        found = Defs()
+        cls._object_schema(found)  # which models the schema holds, so that each gets its key first
+        defs = Defs(keyed=found)
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **cls._object_schema(defs)}
-        if defs:
-            schema["$defs"] = dict(sorted(defs.items()))
+        if defs.schemas:
+            schema["$defs"] = defs.json()
         return schema

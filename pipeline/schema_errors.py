@@ -39,7 +39,10 @@ def got(value: Any) -> str:
         return {None: "null", True: "true", False: "false"}[value]
     if isinstance(value, (str, int, float)):
         return f"{type(value).__name__} {short(value)}"
-    return {dict: "a mapping", list: "a list"}.get(type(value), type(value).__name__)
+    return _CONTAINERS.get(type(value), type(value).__name__)
+
+
+_CONTAINERS: dict[type, str] = {dict: "a mapping", list: "a list"}
 
 
 def type_error(errors: list[dict[str, Any]], loc: tuple[Any, ...], what: str, value: Any) -> None:
