@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
 import yaml
+from pipeline.notify import Notify
 from pipeline.schema import BeforeValidator, Field, Model, ValidationError
 from pipeline.timeouts import SHORT_FORM, UNIT_SECONDS, parse_duration
 
@@ -341,7 +342,7 @@ class JobHeader(Strict):
     visibility: Any = None
     context: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
-    notify: dict[str, Any] | None = None
+    notify: Notify | None = None
     tags: list[str] = []
     secrets: dict[str, str] | None = None
 
