@@ -12,7 +12,7 @@ route, none reads what is public. Submitting is ``POST jobs/`` with
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -76,8 +76,12 @@ async def _definition(request: Request) -> Any:
 
             raise BadRequest("the body is not JSON") from None
         return body.get("definition") if isinstance(body, dict) else None
-    form = await request.form()
-    return form.get("definition")
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        return (form.get("definition") or [None])[0]
+    from server.errors import BadRequest
+
+    raise BadRequest("send the definition as JSON ({\"definition\": \"<yaml>\"}) or as a urlencoded form")
 
 
 @router.get("/", summary="The API's collections")

@@ -48,7 +48,7 @@ class LabService:
         from server.notify import submit_problems
 
         if not isinstance(definition, str) or not definition.strip():
-            raise BadRequest("the job definition (YAML text) is missing", ["definition: required but missing"])
+            raise _rejected(["definition: required but missing (the job's YAML text)"])
         try:
             job = parse_job(definition)
         except ProblemList as exc:
