@@ -16,6 +16,7 @@ Exit codes: 0 stopped, 2 usage, 4 Redis or the database unreachable.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import logging
 import os
@@ -25,8 +26,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("lava-dispatch.server")
 ROOT = Path(__file__).resolve().parent.parent
@@ -115,6 +117,30 @@ class ArchiveWorker:
             process.wait(10)
 
 
+def _server_class() -> type:
+    import uvicorn
+
+    class StoppableServer(uvicorn.Server):
+        """uvicorn's server, whose SIGTERM/SIGINT end ``run()`` (uvicorn re-raises them once it has shut down,
+        which would end this process before it stops its archive worker)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            def stop(signum: int, frame: Any) -> None:
+                if self.should_exit:
+                    self.force_exit = True
+                self.should_exit = True
+
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return StoppableServer
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
@@ -152,12 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from server.worker import app as celery_app
 
+    Server = _server_class()
+
     node = f"{socket.gethostname()}:{port}"
     worker = ArchiveWorker(f"archive-{port}@{socket.gethostname()}", args.archive_threads, args.loglevel.upper())
     relay = Relay(config.redis_client(socket_timeout=30), node,
                   lambda job_id: celery_app.send_task(ARCHIVE_TASK, args=[job_id], queue=QUEUE), engine)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.loglevel.lower(),
-                                           access_log=args.access_log, lifespan="off"))
+    server = Server(uvicorn.Config(app, host=host, port=port, log_level=args.loglevel.lower(),
+                                   access_log=args.access_log, lifespan="off"))
     worker.start()
     relay.start()
     log.info("lab server on http://%s:%d (XML-RPC /RPC2, REST /api/v0.2/), archive %s", host, port,

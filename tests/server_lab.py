@@ -124,6 +124,7 @@ def lab_server(prefix: str = "server-test-", boards: tuple[str, ...] = ("loc1",)
         try:
             served.start_server()
             yield served
+            assert served.stop_server() == 0, "the server did not stop cleanly on SIGTERM"
         finally:
             served.stop_server()
             from server.db import dispose_engines
