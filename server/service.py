@@ -85,6 +85,7 @@ class LabService:
 
     def cancel(self, caller: Caller, job_id: Any) -> str:
         """Cancel a queued or running job (its submitter or an admin); the job's lab state after it."""
+        require_user(caller)
         job = self.job(job_id)
         require_owner(caller, job, "cancel")
         if job.finished:
@@ -96,6 +97,7 @@ class LabService:
         return state
 
     def resubmit(self, caller: Caller, job_id: Any) -> list[str]:
+        require_user(caller)
         job = self.job(job_id)
         require_owner(caller, job, "resubmit")
         return self.submit(caller, job.definition)

@@ -138,7 +138,8 @@ def lavacli(served: ServerLab, *args: str, user: str | None = "alice", timeout: 
     result = subprocess.run(["lavacli", "--uri", served.rpc_uri(user), *args], capture_output=True, text=True,
                             timeout=timeout, env={**os.environ, "HOME": str(served.lab.base)})
     if check:
-        assert result.returncode == 0, f"lavacli {' '.join(args)}: {result.returncode}\n{result.stdout}\n{result.stderr}"
+        assert result.returncode == 0, \
+            f"lavacli {' '.join(args)}: {result.returncode}\n{result.stdout}\n{result.stderr}"
     return result
 
 
