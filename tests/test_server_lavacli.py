@@ -153,3 +153,21 @@ def test_xmlrpc_faults_and_ids_as_numbers_or_text(served):
     assert rpc.scheduler.jobs.validate(local_job("fine")) == {}
     assert [t["name"] for t in rpc.scheduler.device_types.list()] == ["local-shell"]
     assert isinstance(rpc.scheduler.tags.list(), list)
+
+
+def test_a_multinode_job_gives_its_member_ids(served):
+    from test_lab_multinode import multinode_job
+
+    path = served.lab.base / "pair.yaml"
+    path.write_text(multinode_job({"left": 1, "right": 1}, {"left": ["lava-sync met", "lava-test-case l --shell true"],
+                                                            "right": ["lava-sync met"]}))
+    members = lavacli(served, "jobs", "submit", str(path)).stdout.split()
+    group = members[0].split(".")[0]
+    assert members == [f"{group}.0", f"{group}.1"]
+    for member in members:
+        lavacli(served, "jobs", "wait", member, "--polling", "1")
+        details = show(served, member)
+        assert (details["id"], details["state"], details["Health"]) == (member, "Finished", "Complete")
+    assert show(served, group)["id"] == f"{group}.0"  # the group's number stands for its first member
+    assert "* 0_left.l [pass]" in lavacli(served, "results", f"{group}.0").stdout
+    assert served.rpc().scheduler.jobs.definition(f"{group}.1") == path.read_text()
