@@ -228,13 +228,15 @@ class JobStore:
         for name, allowed in (("state", STATES), ("health", HEALTHS)):
             if filters.get(name) is not None and filters[name] not in allowed:
                 raise ValueError(f"{name}: {filters[name]!r} is not one of {', '.join(allowed)}")
-        live = [job for job in self._unarchived() if _matches(job, filters)]
-        live.sort(key=lambda job: job.key, reverse=True)
+        unarchived, newest = self._unarchived()
+        live = sorted((job for job in unarchived if _matches(job, filters)), key=lambda job: job.key, reverse=True)
         where = _where(filters)
         with session(self.engine) as s:
             total_archived = s.execute(select(func.count()).select_from(ArchivedJob).where(*where)).scalar_one()
+            # A job newer than every archived one comes before all of them: no count needed (the usual case).
             ranks = [index + (s.execute(select(func.count()).select_from(ArchivedJob)
-                                        .where(*where, _after(job.key))).scalar_one() if total_archived else 0)
+                                        .where(*where, _after(job.key))).scalar_one()
+                              if total_archived and job.key[0] <= newest else 0)
                      for index, job in enumerate(live)]
         page_live = [job for job, rank in zip(live, ranks) if offset <= rank < offset + limit]
         archived_offset = offset - sum(1 for rank in ranks if rank < offset)
@@ -242,14 +244,15 @@ class JobStore:
         rows: list[JobInfo] = []
         if wanted > 0 and archived_offset < total_archived:
             archive_filters = {("actual_device" if k == "device" else k): v for k, v in filters.items()}
-            _, found = archive.list_jobs(limit=wanted, offset=max(archived_offset, 0), engine=self.engine,
-                                         **archive_filters)
-            rows = [from_archive(job, definition=False) for job in found]
+            _, _, query = archive.list_queries(archive_filters, wanted, max(archived_offset, 0))
+            with session(self.engine) as s:
+                rows = [from_archive(job, definition=False) for job in s.execute(query).scalars()]
         page = sorted(page_live + rows, key=lambda job: job.key, reverse=True)
         return total_archived + len(live), page
 
-    def _unarchived(self) -> list[JobInfo]:
-        """The lab's jobs the archive does not have yet: queued, active, and the newest ones."""
+    def _unarchived(self) -> tuple[list[JobInfo], int]:
+        """(the lab's jobs the archive does not have yet: queued, active and the newest ones; the archive's
+        newest job number)."""
         candidates: set[str] = set(self.r.zrange(f"{PREFIX}leases", 0, -1))
         for request in self.r.zrange(f"{PREFIX}pending", 0, -1):
             if request.startswith("group:"):
@@ -269,7 +272,7 @@ class JobStore:
             start += 200
         ids = sorted(candidates)
         if not ids:
-            return []
+            return [], newest
         pipe = self.r.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(job_key(job_id), *LIST_FIELDS, "archived")
@@ -279,7 +282,7 @@ class JobStore:
             known = set(s.execute(select(ArchivedJob.id).where(ArchivedJob.id.in_([r["id"] for r in records])))
                         .scalars()) if records else set()
         return [from_record({k: v for k, v in rec.items() if v is not None}) for rec in records
-                if rec["id"] not in known]
+                if rec["id"] not in known], newest
 
 
 def _matches(job: JobInfo, filters: dict[str, str | None]) -> bool:

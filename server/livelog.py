@@ -19,7 +19,7 @@ from typing import Any
 from pipeline.log import record_line
 from tasks.records import log_key
 
-CHECKPOINT = 1000
+CHECKPOINT = 100
 BATCH = 1000
 
 
