@@ -117,7 +117,9 @@ def callbacks_to_send(r: Any, job_id: str, engine: Engine | None = None) -> list
     notify = job_notify(job.definition) if job is not None else None
     if notify is None or not notify.matches(job.health):
         return []
-    keep = int(float(os.environ.get("LAVA_DISPATCH_KEEP_DAYS", "14") or 14) * 86400)
+    from tasks.config import keep_seconds
+
+    keep = int(keep_seconds())
     return [index for index in range(len(notify.all_callbacks()))
             if r.set(f"{PREFIX}notified:{job_id}:{index}", "1", nx=True, ex=keep)]
 
