@@ -69,7 +69,7 @@ def create_app(service: LabService | None = None) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     def index() -> HTMLResponse:
-        count, page = service.jobs.list(limit=50)
+        count, page = service.jobs.listing(limit=50)
         rows = "".join(
             f"<tr><td>{html.escape(job.id)}</td><td>{html.escape(job.state)}</td><td>{html.escape(job.health)}</td>"
             f"<td>{html.escape(job.device_type or '')}</td><td>{html.escape(job.device or '')}</td>"

@@ -114,7 +114,9 @@ def callbacks_to_send(r: Any, job_id: str, engine: Engine | None = None) -> list
     from server.notify import job_notify
 
     job = store.get_job(job_id, engine=engine)
-    notify = job_notify(job.definition) if job is not None else None
+    if job is None:
+        return []
+    notify = job_notify(job.definition)
     if notify is None or not notify.matches(job.health):
         return []
     from tasks.config import keep_seconds

@@ -215,7 +215,7 @@ class JobStore:
 
     # -- listing
 
-    def list(self, *, limit: int = 50, offset: int = 0, **filters: str | None) -> tuple[int, list[JobInfo]]:
+    def listing(self, *, limit: int = 50, offset: int = 0, **filters: str | None) -> tuple[int, list[JobInfo]]:
         """(how many jobs match, the page), newest first: the lab's unarchived jobs and the archive's, merged.
 
         The lab's jobs not yet archived are few (queued, running, just ended):

@@ -86,7 +86,8 @@ async def _definition(request: Request) -> Any:
         return body.get("definition") if isinstance(body, dict) else None
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
-        return (form.get("definition") or [None])[0]
+        values = form.get("definition")
+        return values[0] if values else None
     from server.errors import BadRequest
 
     raise BadRequest("send the definition as JSON ({\"definition\": \"<yaml>\"}) or as a urlencoded form")
@@ -111,10 +112,11 @@ def jobs(request: Request, lab: LabService = Service, who: Caller = Who) -> Json
                "device_type": params.get("requested_device_type") or params.get("device_type"),
                "device": params.get("actual_device")}
     for name in ("state", "health"):
-        if filters[name]:
-            filters[name] = filters[name].capitalize()
+        value = filters[name]
+        if value:
+            filters[name] = value.capitalize()
     try:
-        count, page = lab.jobs.list(limit=limit, offset=offset, **filters)
+        count, page = lab.jobs.listing(limit=limit, offset=offset, **filters)
     except ValueError as exc:
         from server.errors import BadRequest
 

@@ -151,7 +151,7 @@ def jobs_list(ctx: Context, state: Any = None, health: Any = None, start: Any = 
     filters = {"state": _choice(state, "state", formats.STATE_NUMBERS),
                "health": _choice(health, "health", formats.HEALTH_NUMBERS)}
     try:
-        _, page = ctx.service.jobs.list(limit=min(_line(limit, "limit"), 1000), offset=_line(start, "start"),
+        _, page = ctx.service.jobs.listing(limit=min(_line(limit, "limit"), 1000), offset=_line(start, "start"),
                                         **filters)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None

@@ -68,15 +68,15 @@ def test_listing_merges_the_labs_unarchived_jobs_and_the_archive_on_every_page(s
         [str(n) for n in range(20, 0, -1)]
     for limit in (1, 3, 7, 50):
         for offset in range(0, len(expected) + 2):
-            count, page = store.list(limit=limit, offset=offset)
+            count, page = store.listing(limit=limit, offset=offset)
             assert count == len(expected)
             assert [job.id for job in page] == expected[offset:offset + limit], (limit, offset)
-    assert [job.id for job in store.list(state="Running")[1]] == ["31", "22"]
-    assert store.list(state="Running")[0] == 2
-    assert [job.id for job in store.list(health="Unknown")[1]] == ["31", "22", "21"]
-    assert store.list(state="Finished", limit=3)[0] == 29
+    assert [job.id for job in store.listing(state="Running")[1]] == ["31", "22"]
+    assert store.listing(state="Running")[0] == 2
+    assert [job.id for job in store.listing(health="Unknown")[1]] == ["31", "22", "21"]
+    assert store.listing(state="Finished", limit=3)[0] == 29
     with pytest.raises(ValueError):
-        store.list(state="Complete")
+        store.listing(state="Complete")
 
 
 def test_a_job_is_answered_from_the_archive_once_archived_and_a_group_id_is_its_first_member(store):
