@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.concurrency import run_in_threadpool
 
 from server import identity, rest, xmlrpc
-from server.errors import ApiError
+from server.errors import ApiError, Unavailable, unavailable_reason
 from server.service import LabService
 
 
@@ -45,6 +45,16 @@ def create_app(service: LabService | None = None) -> FastAPI:
             body["problems"] = exc.problems
         return JSONResponse(body, status_code=exc.code, headers=headers)
 
+    def unreachable(request: Request, exc: Exception) -> JSONResponse:
+        reason = unavailable_reason(exc) or "the server cannot answer now"
+        return JSONResponse({"detail": reason, "message": reason}, status_code=503, headers={"Retry-After": "5"})
+
+    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import OperationalError
+
+    for kind in (RedisConnectionError, RedisTimeoutError, OperationalError):
+        app.add_exception_handler(kind, unreachable)
+
     @app.post("/RPC2", include_in_schema=False)
     @app.post("/RPC2/", include_in_schema=False)
     async def rpc(request: Request) -> Response:
@@ -61,6 +71,13 @@ def create_app(service: LabService | None = None) -> FastAPI:
         except identity.InvalidCredentials as exc:
             return PlainTextResponse(exc.message, status_code=401,
                                      headers={"WWW-Authenticate": 'Basic realm="XML-RPC Authentication token"'})
+        except Unavailable as exc:
+            return PlainTextResponse(exc.message, status_code=503, headers={"Retry-After": "5"})
+        except Exception as exc:  # noqa: BLE001 - authenticating needs the database
+            reason = unavailable_reason(exc)
+            if reason is None:
+                raise
+            return PlainTextResponse(reason, status_code=503, headers={"Retry-After": "5"})
         return Response(answer, media_type="text/xml")
 
     @app.get("/RPC2", include_in_schema=False)

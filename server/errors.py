@@ -30,4 +30,22 @@ class NotFound(ApiError, LookupError):
     code = 404
 
 
-__all__ = ["ApiError", "BadRequest", "Unauthorized", "Forbidden", "NotFound"]
+class Unavailable(ApiError):
+    """The lab's Redis or the archive database cannot be reached: try again later (HTTP 503)."""
+
+    code = 503
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` means the server cannot answer now (Redis or the database away), or None."""
+    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+        return "the lab's Redis cannot be reached now; try again later"
+    if isinstance(exc, OperationalError):
+        return "the lab's archive database cannot be used now; try again later"
+    return None
+
+
+__all__ = ["ApiError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "Unavailable", "unavailable_reason"]

@@ -15,7 +15,7 @@ import xmlrpc.client
 from typing import Any, Callable
 
 from server import formats
-from server.errors import ApiError, BadRequest, Unauthorized
+from server.errors import ApiError, BadRequest, Unauthorized, Unavailable, unavailable_reason
 from server.identity import Caller, require_private_view, require_user
 from server.service import LabService
 
@@ -297,7 +297,8 @@ def fault(code: int, message: str) -> bytes:
 
 
 def dispatch(body: bytes, service: LabService, caller: Caller) -> bytes:
-    """One XML-RPC call: the response document (a fault for any refusal)."""
+    """One XML-RPC call: the response document (a fault for any refusal; Unavailable when Redis or the
+    database cannot be reached)."""
     try:
         params, name = xmlrpc.client.loads(body, use_builtin_types=False)
     except Exception:  # noqa: BLE001 - anything the parser refuses
@@ -315,6 +316,10 @@ def dispatch(body: bytes, service: LabService, caller: Caller) -> bytes:
     except ApiError as exc:
         return fault(exc.code, exc.message)
     except Exception as exc:  # noqa: BLE001 - the client gets a fault, the log gets the traceback
+        reason = unavailable_reason(exc)
+        if reason:  # an HTTP 503, which lavacli tries again
+            log.warning("XML-RPC %s: %s: %s", name, reason, exc)
+            raise Unavailable(reason) from None
         log.exception("XML-RPC %s failed", name)
         return fault(-32603, f"Internal error in {name}: {type(exc).__name__}")
 

@@ -28,7 +28,9 @@ def store(tmp_path, monkeypatch):
     from tasks.scheduler import Lab
 
     engine = get_engine(f"sqlite:///{tmp_path / 'lab.sqlite3'}")
-    yield JobStore(Lab(redis.client(), url=redis.url), engine)
+    store = JobStore(Lab(redis.client(), url=redis.url), engine)
+    store.redis_server = redis
+    yield store
     dispose_engines()
     redis.kill()
     remove_tree(base)
@@ -167,3 +169,15 @@ def test_xmlrpc_faults_in_process(store):
     with pytest.raises(xmlrpc.client.Fault) as fault:
         xmlrpc.client.loads(dispatch(b"<not xml", service, ANONYMOUS))
     assert fault.value.faultCode == -32600
+
+
+def test_redis_away_is_unavailable_not_an_internal_error(store):
+    from server.errors import Unavailable
+    from server.identity import ANONYMOUS
+    from server.service import LabService
+    from server.xmlrpc import dispatch
+
+    store.redis_server.kill()
+    with pytest.raises(Unavailable, match="Redis cannot be reached"):
+        dispatch(xmlrpc.client.dumps(("1",), "scheduler.jobs.show").encode(), LabService(store.lab, store.engine),
+                 ANONYMOUS)
