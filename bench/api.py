@@ -103,6 +103,12 @@ def main() -> int:
                                  "submit_time": "2026-01-01T00:00:00+00:00", "submitter": "bench"},
                                 [{"suite": "lava", "case": "job", "result": "pass"}],
                                 (log_line(n) for n in range(lines)), engine=engine)
+        if engine.dialect.name == "postgresql":  # what autovacuum does in a lab: statistics, visibility map
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                connection.exec_driver_sql("VACUUM ANALYZE")
+        else:
+            with engine.begin() as connection:
+                connection.exec_driver_sql("ANALYZE")
         auth.add_user("bench", engine=engine)
         token = auth.add_token("bench", engine=engine)
         r = redis.client()
