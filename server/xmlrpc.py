@@ -268,6 +268,19 @@ def testsuite_results_yaml(ctx: Context, job_id: Any, suite_name: Any, limit: An
     return formats.results_yaml(cases[first:first + _line(limit, "limit")] if limit is not None else cases[first:])
 
 
+@method("results.get_testcase_results_yaml")
+def testcase_results_yaml(ctx: Context, job_id: Any, suite_name: Any, case_name: Any) -> str:
+    """One test case of a suite (every result of that name), as YAML."""
+    import yaml
+
+    cases = [c for c in yaml.safe_load(_results(ctx, job_id, str(suite_name))) or [] if c["name"] == str(case_name)]
+    if not cases:
+        from server.errors import NotFound
+
+        raise NotFound("Specified test case not found.")
+    return formats.results_yaml(cases)
+
+
 # ---------------------------------------------------------------- plumbing
 
 

@@ -77,6 +77,7 @@ def test_submit_follow_show_definition_logs_results(served):
     assert (speed["measurement"], speed["unit"], speed["suite"], speed["job"]) == ("42.5", "MB/s", "0_lab", job_id)
     suite = yaml.safe_load(lavacli(served, "results", job_id, "lava", "--yaml").stdout)
     assert {c["name"] for c in suite} == {"0_lab", "job"}
+    assert lavacli(served, "results", job_id, "0_lab", "second").stdout.strip() == "fail"
 
 
 def test_logs_follow_and_wait_on_a_running_job(served):
