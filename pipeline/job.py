@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
 from pipeline.checks import as_regex, as_shell_name, key_text, relative_path_problem, shown
+from pipeline.notify import Notify
 from pipeline.schema import BeforeValidator, Field, Model, ValidationError
 from pipeline.testdef import testdef_problems
 from pipeline.timeouts import SHORT_FORM, UNIT_SECONDS, parse_duration
@@ -345,7 +346,7 @@ class JobHeader(Strict):
     visibility: Any = None
     context: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
-    notify: dict[str, Any] | None = None
+    notify: Notify | None = None
     tags: list[str] = []
     secrets: dict[str, str] | None = None
 

@@ -2,7 +2,11 @@
 
     users add NAME [--admin]          users list
     tokens add NAME [--description D] tokens list NAME      tokens delete NAME ID
+    tokens add-remote NAME TOKEN      tokens list-remote NAME   tokens delete-remote NAME TOKEN
     db upgrade                        db purge [--days N]
+
+``tokens add-remote`` reads the remote token's secret from standard input
+(one line): a secret the lab sends when a job's notify callback names TOKEN.
 
 Each group is a function taking its argv (``users(["add", "alice"])``) and
 returning the exit code, for ``lava-dispatch users ...`` to call; ``main``
@@ -91,6 +95,14 @@ def tokens(argv: Sequence[str]) -> int:
     remove = sub.add_parser("delete", help="revoke a token")
     remove.add_argument("name")
     remove.add_argument("id", type=int)
+    remote = sub.add_parser("add-remote", help="store a secret a notify callback sends (read from stdin)")
+    remote.add_argument("name")
+    remote.add_argument("token", help="the name a job's notify callback gives as its token")
+    listing = sub.add_parser("list-remote", help="a user's remote tokens (names only)")
+    listing.add_argument("name")
+    remove = sub.add_parser("delete-remote", help="forget a remote token")
+    remove.add_argument("name")
+    remove.add_argument("token")
     args = parser.parse_args(list(argv))
 
     from server import auth
@@ -104,6 +116,19 @@ def tokens(argv: Sequence[str]) -> int:
             rows = [(str(t.id), t.created.strftime("%Y-%m-%d %H:%M:%S"), t.description)
                     for t in auth.list_tokens(args.name)]
             _table(("ID", "CREATED", "DESCRIPTION"), rows)
+        elif args.command == "add-remote":
+            try:
+                auth.add_remote_token(args.name, args.token, sys.stdin.readline().rstrip("\r\n"))
+            except ValueError as error:
+                return _refused(str(error))
+            print(f"remote token {args.token} of {args.name} stored")
+        elif args.command == "list-remote":
+            rows = [(t.name, t.created.strftime("%Y-%m-%d %H:%M:%S")) for t in auth.list_remote_tokens(args.name)]
+            _table(("NAME", "CREATED"), rows)
+        elif args.command == "delete-remote":
+            if not auth.delete_remote_token(args.name, args.token):
+                return _refused(f"{args.name} has no remote token {args.token}")
+            print(f"remote token {args.token} of {args.name} deleted")
         elif not auth.delete_token(args.name, args.id):
             return _refused(f"{args.name} has no token {args.id}")
         else:

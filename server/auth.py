@@ -7,6 +7,10 @@ once when it is made; the database keeps only a salted scrypt hash of it and
 a non-secret lookup key (the first 16 hex digits of its SHA-256), so finding
 a token is one index lookup and a stolen database gives no usable token.
 The hash is compared in constant time. Names follow LAVA's (Django's) rule.
+
+Remote tokens are the other kind, LAVA's "remote artifact tokens": secrets a
+user hands the lab so it can present them elsewhere (a notify callback's
+``token: NAME``). They must be sent as given, so they are stored as given.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from server.db import session
-from server.models import Token, User
+from server.models import RemoteToken, Token, User
 
 NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,150}$")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1  # 16 MiB and tens of ms a hash: costly per guess
@@ -126,6 +130,46 @@ def delete_token(user: str, token_id: int, *, engine: Engine | None = None) -> b
         if owner is None:
             raise UnknownUser(f"no user {user}")
         done = s.execute(delete(Token).where(Token.id == token_id, Token.user_id == owner))
+        return bool(getattr(done, "rowcount", 0))
+
+
+def add_remote_token(user: str, name: str, secret: str, *, engine: Engine | None = None) -> None:
+    """Stores (or replaces) the user's remote token ``name``: a secret a notify callback sends as it is."""
+    if not isinstance(name, str) or not 1 <= len(name) <= 200 or not name.isprintable():
+        raise ValueError(f"{name!r} is not a token name (1-200 printable characters)")
+    if not isinstance(secret, str) or not secret or len(secret) > 4096 or any(c in secret for c in "\r\n\0"):
+        raise ValueError("a remote token's secret is one line of 1-4096 characters")
+    with session(engine, write=True) as s:
+        owner = s.execute(select(User).where(User.username == user)).scalar_one_or_none()
+        if owner is None:
+            raise UnknownUser(f"no user {user}")
+        s.execute(delete(RemoteToken).where(RemoteToken.user_id == owner.id, RemoteToken.name == name))
+        s.add(RemoteToken(user_id=owner.id, name=name, secret=secret))
+
+
+def remote_secret(user: str, name: str, *, engine: Engine | None = None) -> str | None:
+    """The secret of the user's remote token ``name``, or None."""
+    with session(engine) as s:
+        return s.execute(select(RemoteToken.secret).join(User, User.id == RemoteToken.user_id)
+                         .where(User.username == user, RemoteToken.name == name)).scalar_one_or_none()
+
+
+def list_remote_tokens(user: str, *, engine: Engine | None = None) -> list[RemoteToken]:
+    """The user's remote tokens, by name (their secrets are loaded but callers print names only)."""
+    with session(engine) as s:
+        owner = s.execute(select(User.id).where(User.username == user)).scalar_one_or_none()
+        if owner is None:
+            raise UnknownUser(f"no user {user}")
+        return list(s.execute(select(RemoteToken).where(RemoteToken.user_id == owner)
+                              .order_by(RemoteToken.name)).scalars())
+
+
+def delete_remote_token(user: str, name: str, *, engine: Engine | None = None) -> bool:
+    with session(engine, write=True) as s:
+        owner = s.execute(select(User.id).where(User.username == user)).scalar_one_or_none()
+        if owner is None:
+            raise UnknownUser(f"no user {user}")
+        done = s.execute(delete(RemoteToken).where(RemoteToken.user_id == owner, RemoteToken.name == name))
         return bool(getattr(done, "rowcount", 0))
 
 

@@ -201,6 +201,24 @@ class Token(Base):
     created: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class RemoteToken(Base):
+    """A secret a user gave the lab to present elsewhere (a notify callback's ``token:`` names it).
+
+    Unlike an API token it must be sent as it is, so it is kept as given (as
+    LAVA keeps its remote artifact tokens): only the lab server reads it.
+    """
+
+    __tablename__ = "remote_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    secret: Mapped[str] = mapped_column(Text)
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_remote_tokens_user_id_name", "user_id", "name", unique=True),)
+
+
 class HealthChange(Base):
     """A board's health went from ``old`` to ``new``: who did it (None: the lab itself), when and why."""
 

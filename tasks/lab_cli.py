@@ -1,5 +1,8 @@
 """The lab subcommands of ``lava-dispatch``: submit, status, logs, results, cancel, worker, devices.
 
+``server``, ``users``, ``tokens`` and ``db`` are the lab server's (``server/``),
+imported only when one of them runs.
+
 They talk to Redis (``LAVA_DISPATCH_REDIS_URL``); only ``submit`` (which
 sends the job's chain) and ``worker`` import Celery. Exit codes: 0 done /
 Complete, 1 Incomplete, 2 usage or refused, 3 Canceled, 4 the lab's Redis is
@@ -258,6 +261,28 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_server_group(args: argparse.Namespace) -> int:
+    """``server``, ``users``, ``tokens``, ``db``: the lab server's commands, imported only when used."""
+    if args.command == "server":
+        from server.serve import main
+    else:
+        from server.admin_cli import GROUPS
+
+        main = GROUPS[args.command]
+    return main(args.argv)
+
+
+def add_server_commands(sub: Any) -> None:
+    """The lab server's subcommands; each parses its own arguments (``lava-dispatch users --help``)."""
+    for name, text in (("server", "serve the lab's XML-RPC and REST APIs and archive finished jobs"),
+                       ("users", "the lab server's users: add, list"),
+                       ("tokens", "API tokens and remote tokens of users: add, list, delete, add-remote, ..."),
+                       ("db", "the lab database: upgrade, purge")):
+        p = sub.add_parser(name, help=text, add_help=False, prefix_chars="\0")
+        p.add_argument("argv", nargs=argparse.REMAINDER)
+        p.set_defaults(func=cmd_server_group)
+
+
 def add_commands(sub: Any) -> None:
     """Register the lab subcommands on ``lava-dispatch``'s subparsers."""
     p = sub.add_parser("submit", help="submit a job to the lab; prints the job id the lab assigned first")
@@ -305,6 +330,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--yaml", action="store_true")
     p.add_argument("--forget", metavar="BOARD", help="remove an offline board from the lab")
     p.set_defaults(func=cmd_devices)
+
+    add_server_commands(sub)
 
 
 __all__ = ["add_commands"]

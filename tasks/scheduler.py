@@ -32,6 +32,7 @@ Redis keys (prefix ``lava:``):
 ``board:<name>:tags``          set     the board's tags
 ``board:<name>:control``       pubsub  cancel requests for the board's running job
 ``tick``, ``resumed``          string  last heartbeat of any worker; when the lab came back
+``ended``                      list    jobs that reached their final state, for the lab server's archiver
 ``done:<token>``               string  a script's answer, so a retried call is not run twice
 ``last_id``                    string  the last job id the lab assigned (``tasks.ids``)
 =============================  ======  ==============================================
@@ -249,6 +250,9 @@ local function end_job(j, state, etype, emsg, logged)
                cjson.encode({dt = iso(NOW), lvl = 'error', msg = etype .. 'Error: ' .. emsg}))
   end
   redis.call('XADD', k .. ':log', 'MAXLEN', '~', 200000, '*', 'end', state)
+  -- the lab server's archiver takes ended jobs from here (atomically with the end; the newest 100000 kept)
+  redis.call('RPUSH', P .. 'ended', j)
+  redis.call('LTRIM', P .. 'ended', -100000, -1)
   for _, key in ipairs({k, k .. ':log', k .. ':steps', k .. ':results'}) do redis.call('EXPIRE', key, KEEP) end
   -- the index forgets jobs whose keys have long expired
   redis.call('ZREMRANGEBYSCORE', P .. 'jobs', '-inf', fmt(NOW - 2000 * KEEP))
@@ -689,11 +693,12 @@ class Lab:
 
     def submit(self, text: str, *, priority: str | int | None = None, queue_anyway: bool = False,
                submitter: str = "", dispatch: bool = True, job: Job | None = None, client_ref: str = "",
-               job_id: str | None = None) -> Submitted:
+               job_id: str | None = None, visibility: str = "") -> Submitted:
         """Validate, record and place (or queue) a job under a new id. Raises ProblemList or SubmitError.
 
         ``client_ref`` (a ``celery call``'s task id) is only stored in the
-        record; ``job_id``: an id this lab already assigned (``new_id``).
+        record; ``job_id``: an id this lab already assigned (``new_id``);
+        ``visibility``: ``public`` or ``personal`` (the lab server's reading of the job's ``visibility:``).
         """
         from pipeline.job import ProblemList, parse_job
 
@@ -702,7 +707,7 @@ class Lab:
         job = job or parse_job(text)
         if job.multinode:
             return self.submit_group(text, job, priority=prio, queue_anyway=queue_anyway, submitter=submitter,
-                                     dispatch=dispatch, client_ref=client_ref, group_id=job_id)
+                                     dispatch=dispatch, client_ref=client_ref, group_id=job_id, visibility=visibility)
         device_type = job.header.device_type or ""
         problems = self.validate_for_type(job, device_type)
         if problems:
@@ -713,7 +718,7 @@ class Lab:
         needs = [{"job": job_id, "device_type": device_type, "tags": list(job.header.tags)}]
         fields = {"id": job_id, "name": job.name, "device_type": device_type, "tags": json.dumps(job.header.tags),
                   "definition": text, "submitter": submitter, "timeout": job.header.timeouts.job,
-                  "client_ref": client_ref}
+                  "client_ref": client_ref, "visibility": visibility}
         answer = self.call("submit", job_id, json.dumps(fields), json.dumps(needs), prio, int(queue_anyway))
         kind = answer[0]
         if kind == "exists":
@@ -727,7 +732,8 @@ class Lab:
         return Submitted(job_id, "Scheduled" if board else "Submitted", board, assignments)
 
     def submit_group(self, text: str, job: Job, *, priority: int | None, queue_anyway: bool, submitter: str,
-                     dispatch: bool, client_ref: str = "", group_id: str | None = None) -> Submitted:
+                     dispatch: bool, client_ref: str = "", group_id: str | None = None,
+                     visibility: str = "") -> Submitted:
         """A multinode job: one sub-job per member (role x count), placed all together or queued together.
 
         Every board of the group is reserved in one script before any sub-job
@@ -753,7 +759,7 @@ class Lab:
             fields[sub_job] = {"id": sub_job, "name": f"{job.name} [{member}]", "device_type": spec.device_type,
                                "tags": json.dumps(spec.tags), "definition": text, "submitter": submitter,
                                "timeout": job.header.timeouts.job, "role": role, "member": member,
-                               "client_ref": client_ref}
+                               "client_ref": client_ref, "visibility": visibility}
         group_fields = {"id": group_id, "name": job.name, "submitter": submitter, "client_ref": client_ref,
                         "members": json.dumps({sub_jobs[m]: r for m, r in members.items()})}
         self.coordinator().create_group(group_id, members)

@@ -109,8 +109,8 @@ def db_url(request: Any, tmp_path: Path) -> Iterator[str]:
     url = request.getfixturevalue("_postgres_run_url")
     engine = get_engine(url)
     with engine.begin() as connection:
-        connection.exec_driver_sql("TRUNCATE jobs, results, log_chunks, users, tokens, health_changes "
-                                   "RESTART IDENTITY CASCADE")
+        connection.exec_driver_sql("TRUNCATE jobs, results, log_chunks, users, tokens, remote_tokens, "
+                                   "health_changes RESTART IDENTITY CASCADE")
     yield url
 
 

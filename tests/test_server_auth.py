@@ -169,7 +169,7 @@ def test_cli_usage_errors_and_db_upgrade(lab_env):
     assert cli("users", "add")[0] == 2
     assert cli("users", "add", "bad name")[0] == 1
     code, out, _ = cli("db", "upgrade")
-    assert code == 0 and out.strip().endswith("schema at revision 0001")
+    assert code == 0 and out.strip().endswith("schema at revision 0002")
     code, out, _ = cli("db", "purge", "--days", "30")
     assert (code, out) == (0, "0 finished jobs purged\n")
 
@@ -200,3 +200,19 @@ def test_cli_runs_as_a_module(tmp_path):
     engine = get_engine(env["LAVA_DISPATCH_DATABASE_URL"])
     assert auth.authenticate("alice", secret, engine=engine) is not None
     dispose_engines()
+
+
+def test_remote_tokens_are_kept_as_given_and_listed_by_name(lab_env, monkeypatch):
+    assert admin_cli.users(["add", "dora"]) == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("the-secret-to-send\n"))
+    assert admin_cli.tokens(["add-remote", "dora", "kernelci"]) == 0
+    assert auth.remote_secret("dora", "kernelci", engine=get_engine(lab_env)) == "the-secret-to-send"
+    code, out, _ = cli("tokens", "list-remote", "dora")
+    assert code == 0 and "kernelci" in out and "the-secret-to-send" not in out
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert admin_cli.tokens(["add-remote", "dora", "empty"]) == 1
+    monkeypatch.setattr("sys.stdin", io.StringIO("x\n"))
+    assert admin_cli.tokens(["add-remote", "ghost", "kernelci"]) == 1
+    assert admin_cli.tokens(["delete-remote", "dora", "kernelci"]) == 0
+    assert auth.remote_secret("dora", "kernelci", engine=get_engine(lab_env)) is None
+    assert admin_cli.tokens(["delete-remote", "dora", "kernelci"]) == 1
