@@ -278,7 +278,7 @@ def bench_end_to_end(coordinator, size: int, rounds: int) -> tuple[list[float], 
     import yaml
 
     from pipeline.device import load_device
-    from pipeline.job import parse_job
+    from pipeline.parser import parse_job
     from pipeline.multinode_local import run_members
 
     root = Path(__file__).resolve().parent.parent

@@ -30,8 +30,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator, NamedTuple
 
 from pipeline import limits
-from pipeline.decompress import BoundedReader, CorruptData, sniff
-from pipeline.errors import JobError
+from pipeline.decompress import BoundedReader, sniff
+from pipeline.errors import CorruptData, JobError
 from pipeline.limits import TAR_METADATA_BYTES, Bound
 from pipeline.safefs import resolve_beneath
 

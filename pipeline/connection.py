@@ -17,17 +17,14 @@ import os
 import re
 import signal
 import time
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import pexpect
 
-from pipeline.action import ActionTimeout
-from pipeline.errors import InfrastructureError
-from pipeline.log import env_limit
-from pipeline.processes import kill_group
-
-if TYPE_CHECKING:
-    from pipeline.context import JobContext
+from pipeline.errors import ActionTimeout, InfrastructureError
+from pipeline.log import JobLogger, env_limit
+from pipeline.processes import ProcessRegistry, kill_group
 
 # Terminal control sequences (busybox ash asks for the cursor position after each prompt).
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
@@ -179,8 +176,21 @@ class ConsoleBuffer:
         self.pos = self.scanned = self.searched = 0
 
 
+class ConsoleHost(Protocol):
+    """What a connection needs of the job it serves (pipeline.context.JobContext is one)."""
+
+    @property
+    def logger(self) -> JobLogger: ...
+
+    @property
+    def processes(self) -> ProcessRegistry: ...
+
+    def check(self) -> None:
+        """Raise if the job was cancelled or a deadline passed."""
+
+
 class ShellConnection:
-    def __init__(self, argv: Sequence[str], ctx: JobContext, what: str, cwd: str | None = None,
+    def __init__(self, argv: Sequence[str], ctx: ConsoleHost, what: str, cwd: str | None = None,
                  env: dict[str, str] | None = None, hard_stop: bool = False):
         self.what = what
         # An emulator the job started is powered off by killing it, as a power cut would:

@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
-from pipeline.errors import JobError
+from pipeline.errors import CorruptData, JobError
 from pipeline.limits import Bound
 
 CHUNK = 1024 * 1024
@@ -25,12 +25,6 @@ _ERRORS = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError)
 _FED_ON_EMPTY = (bz2.BZ2Decompressor, lzma.LZMADecompressor)  # they keep unread input inside
 
 
-class CorruptData(JobError):
-    """The bytes are not valid data of their compression; ``detail`` says how, without ``what``."""
-
-    def __init__(self, what: str, detail: str):
-        super().__init__(f"{what}: {detail}")
-        self.detail = detail
 
 
 def sniff(path: Path) -> str | None:

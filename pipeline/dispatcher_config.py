@@ -26,8 +26,9 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pipeline.job import ProblemList, _errors, load_yaml
-from pipeline.schema import BeforeValidator, Field, Model, ValidationError
+from pipeline.errors import ProblemList, ValidationError
+from pipeline.fields import load_yaml, problem_lines
+from pipeline.schema import BeforeValidator, Field, Model
 
 ENV_VAR = "LAVA_DISPATCH_DISPATCHER_CONFIG"
 PROTOCOLS = ("http", "tftp", "nfs")
@@ -88,7 +89,7 @@ class DispatcherConfig(Model, extra="allow"):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ProblemList(_errors(exc, f"{source}:")) from None
+            raise ProblemList(problem_lines(exc, f"{source}:")) from None
 
     @classmethod
     def load(cls, path: str | Path) -> DispatcherConfig:

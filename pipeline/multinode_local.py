@@ -17,7 +17,8 @@ from typing import Any
 from pipeline.coordination import LocalCoordinator
 from pipeline.device import Device
 from pipeline.download import file_roots_from_env
-from pipeline.job import Job, ProblemList
+from pipeline.errors import ProblemList
+from pipeline.job import Job
 from pipeline.log import TerminalSink
 from pipeline.results import summary_table
 from pipeline.runner import CANCELED, COMPLETE, JobRunner, Outcome

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from pipeline.errors import ConfigurationError, InfrastructureError
-from pipeline.processes import terminate
+from pipeline.termination import terminate
 
 DEFAULT_BIND = "127.0.0.1"
 DEFAULT_PORT = 2049

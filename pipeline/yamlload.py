@@ -34,6 +34,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 from pipeline.checks import key_text, shown
+from pipeline.errors import YamlRejected
 
 MAX_BYTES_ENV = "LAVA_DISPATCH_MAX_JOB_BYTES"
 DEFAULT_MAX_BYTES = 1 << 20
@@ -46,12 +47,6 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _SPECIAL_KEY_TAGS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")
 
 
-class YamlRejected(Exception):
-    """The text is not a document we load: every problem, each naming its place."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The test strategy: lava-test-shell runs a stage of test definitions on the board.
+"""The ``test`` block: lava-test-shell runs a stage of test definitions on the board.
 
 What the board prints is test output, and test output is hostile: it may
 report test cases, but it cannot end the stage, start or end a run, or
@@ -14,19 +14,19 @@ import re
 import secrets
 import shlex
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.action import Action, RetryAction
-from pipeline.actions.overlay import overlay_root
-from pipeline.context import TestCaseResult
+from pipeline.actions.common.overlay import overlay_root
+from pipeline.blocks import ActionBase, ActionBlock
+from pipeline.context import JobContext, TestCaseResult
 from pipeline.device import Device
-from pipeline.errors import JobError, TestError
-from pipeline.job import ActionBlock, ProblemList, TestBlock
-from pipeline.strategies import BuildPlan, Strategy, known_action, strategy
-
-if TYPE_CHECKING:
-    from pipeline.context import JobContext
-    from pipeline.overlay import StageTest
+from pipeline.errors import JobError, ProblemList, TestError
+from pipeline.fields import SafeName
+from pipeline.overlay import StageTest
+from pipeline.registry import BuildPlan, Strategy, block_model, known_action, params_of, strategy
+from pipeline.schema import Field
+from pipeline.testdef import parse_definitions
 
 # No '<' inside a signal: an unclosed fake one cannot swallow the genuine signal after it on its line.
 SIGNAL_RE = re.compile(
@@ -42,6 +42,16 @@ MAX_MEASUREMENT = 64  # characters of a measurement as printed
 MAX_RAISE = 500  # characters of a lava-test-raise message kept in the job's error
 MAX_WARNINGS = 20  # warnings about refused test output, per stage
 MAX_STARTED = 10000  # test cases started and not yet ended whose start time is kept
+
+
+@block_model("test")
+class TestBlock(ActionBase):
+    __test__ = False
+    name: SafeName | None = None
+    definitions: list[dict[str, Any]] = Field(min_length=1)
+
+    def read_parts(self, block: ActionBlock, problems: list[str]) -> None:
+        block.definitions = parse_definitions(self.definitions, block.place, problems)
 
 
 class RunState:
@@ -248,18 +258,19 @@ class TestShell(Strategy):
     __test__ = False
 
     @classmethod
-    def accepts(cls, device: Device, params: Any) -> tuple[bool, str]:
+    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
         if not isinstance(params, TestBlock):
             return False, "not a test block"
         return True, ""
 
     @classmethod
     def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
-        if not any(b.kind == "boot" for b in plan.order[: plan.position]):
+        params = params_of(block, TestBlock)
+        if not plan.before("boot"):
             raise ProblemList([f"{block.place}: a test action never boots the board: put a boot action before it"])
-        shell = TestShellAction(plan.stage_of(plan.position), block.params)
+        shell = TestShellAction(plan.stage_of(plan.position), params)
         names = ", ".join(d.name or d.path for d in block.definitions)
         shell.summary = f"stage {shell.stage}: {names}"
-        retry = TestShellRetry(block.params)
+        retry = TestShellRetry(params)
         retry.internal(shell)
         return retry
