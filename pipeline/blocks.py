@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pipeline.fields import Duration, SafeName, Strict, as_list, or_string
-from pipeline.schema import BeforeValidator, Field, Model
+from pipeline.fields import Duration, Field, SafeName, Strict, as_list, or_string
+from pipeline.schema import BeforeValidator, Model
 
 if TYPE_CHECKING:
     from pipeline.deployment import Deployment

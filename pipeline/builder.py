@@ -105,7 +105,7 @@ def _check_named_timeouts(job: Job, problems: list[str], names: set[str]) -> Non
 def assign_timeouts(top: Pipeline, blocks: list[ActionBlock], job: Job, device: Device) -> None:
     """Give every action its effective timeout and, if it uses a connection, its connection timeout."""
     jt, dt = job.header.timeouts, device.timeouts
-    for action, block in zip(top.actions, blocks):
+    for action, block in zip(top.actions, blocks, strict=True):
         params = block.settings
         sources = TimeoutSources(
             device_action=dt.action,

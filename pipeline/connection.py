@@ -22,7 +22,7 @@ from typing import Protocol
 
 import pexpect
 
-from pipeline.errors import ActionTimeout, InfrastructureError
+from pipeline.errors import ActionTimeout, Bug, InfrastructureError
 from pipeline.log import JobLogger, env_limit
 from pipeline.processes import ProcessRegistry, kill_group
 
@@ -134,11 +134,11 @@ class ConsoleBuffer:
         self._compact()
         self.searched = 0
 
-    def search(self, compiled: Sequence[re.Pattern]) -> tuple[int, re.Match, str] | None:
+    def search(self, compiled: Sequence[re.Pattern[str]]) -> tuple[int, re.Match[str], str] | None:
         """(index, match, what came before it) of the earliest match, the first pattern on a tie; consumed."""
         self._compact()
         start = max(0, self.searched - OVERLAP)
-        best: re.Match | None = None
+        best: re.Match[str] | None = None
         index = -1
         for number, pattern in enumerate(compiled):
             found = pattern.search(self.text, start)
@@ -200,7 +200,7 @@ class ShellConnection:
         self.log = TargetLog(ctx.logger.target)
         self.counter = 0
         self.buffer = ConsoleBuffer()
-        self._match: re.Match | None = None
+        self._match: re.Match[str] | None = None
         self._before = ""
         try:
             # In the job's cgroup from its first instruction, with the job's token: whatever it
@@ -221,10 +221,10 @@ class ShellConnection:
 
     @property
     def pid(self) -> int:
-        return self.child.pid
+        return int(self.child.pid)
 
     def alive(self) -> bool:
-        return self.child.isalive()
+        return bool(self.child.isalive())
 
     def send(self, text: str, log: bool = True) -> None:
         if log:
@@ -291,7 +291,7 @@ class ShellConnection:
         self.log.drain()
 
     @property
-    def match(self) -> re.Match | None:
+    def match(self) -> re.Match[str] | None:
         return self._match
 
     @property
@@ -308,7 +308,9 @@ class ShellConnection:
         tag = f"LAVA_RC_{self.counter}"
         self.sendline(f"{command}; echo {tag}=$?END")
         self.expect(rf"{tag}=(\d+)END", timeout, what)
-        status = int(self.match.group(1))
+        if self._match is None:
+            raise Bug(f"{what}: expect returned without a match")
+        status = int(self._match.group(1))
         output = ANSI.sub("", self.before)
         return status, output
 

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.deadlines import Deadlines, Timed
-from pipeline.errors import ActionTimeout, Bug, Canceled, ConfigurationError, InfrastructureError, JobTimeout, TestError
+from pipeline.errors import (
+    ActionTimeout,
+    Bug,
+    Canceled,
+    ConfigurationError,
+    InfrastructureError,
+    JobError,
+    JobTimeout,
+    TestError,
+)
 from pipeline.log import JobLogger
 
 if TYPE_CHECKING:
@@ -129,6 +138,12 @@ class JobContext:
         if self.deployment is None:
             raise Bug("no deploy action has started a deployment")
         return self.deployment
+
+    def overlay_files(self) -> tuple[Path, Path]:
+        """(the overlay tarball, its files on the dispatcher), once a lava-overlay action prepared them."""
+        if self.overlay_tarball is None or self.overlay_dir is None:
+            raise JobError("no overlay was prepared for the test actions")
+        return self.overlay_tarball, self.overlay_dir
 
     def require_connection(self) -> ShellConnection:
         if self.connection is None or not self.connection.alive():

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.checks import key_text, regex_problem, shell_name_problem, shown
 from pipeline.errors import ConfigurationError, ProblemList, ValidationError
-from pipeline.fields import Duration, SafeName, load_yaml, problem_lines
-from pipeline.schema import Field, Model
+from pipeline.fields import Duration, Field, SafeName, load_yaml, problem_lines
+from pipeline.schema import Model
 
 if TYPE_CHECKING:
     from pipeline.dispatcher_config import DispatcherConfig

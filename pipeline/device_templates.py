@@ -24,13 +24,14 @@ import functools
 import operator
 import shlex
 import traceback
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import yaml
 from jinja2 import FileSystemLoader, TemplateError, TemplateNotFound, TemplatesNotFound, TemplateSyntaxError, nodes
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 
 from pipeline.errors import RenderError
 

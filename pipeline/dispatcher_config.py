@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 from pipeline.errors import ProblemList, ValidationError
-from pipeline.fields import load_yaml, problem_lines
-from pipeline.schema import BeforeValidator, Field, Model
+from pipeline.fields import Field, load_yaml, problem_lines
+from pipeline.schema import BeforeValidator, Model
 
 ENV_VAR = "LAVA_DISPATCH_DISPATCHER_CONFIG"
 PROTOCOLS = ("http", "tftp", "nfs")
@@ -116,7 +116,7 @@ class DispatcherConfig(Model, extra="allow"):
         if protocol is not None:
             if protocol not in PROTOCOLS:
                 raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
-            own = getattr(self, f"dispatcher_{protocol}_ip")
+            own: str | None = getattr(self, f"dispatcher_{protocol}_ip")
             if own:
                 return own
         return self.dispatcher_ip

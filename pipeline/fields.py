@@ -11,11 +11,11 @@ lines, each naming its place (``actions[1].boot.method: ...``).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 from pipeline.checks import as_regex, as_shell_name, shown
 from pipeline.errors import ProblemList, ValidationError, YamlRejected
-from pipeline.schema import BeforeValidator, Field, Model
+from pipeline.schema import BeforeValidator, Model
 from pipeline.timeouts import SHORT_FORM, UNIT_SECONDS, parse_duration
 from pipeline.yamlload import format_place
 from pipeline.yamlload import load as load_document
@@ -28,6 +28,18 @@ URL_SCHEMES = ("http://", "https://", "file://")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 M = TypeVar("M", bound=Model)
+
+if TYPE_CHECKING:
+    def Field(default: Any = ..., *, alias: str | None = None, ge: float | None = None, le: float | None = None,
+              pattern: str | None = None, min_length: int | None = None, max_length: int | None = None,
+              description: str | None = None) -> Any:
+        """pipeline.schema.Field, typed as what it stands for when it is a field's default: the field's value.
+
+        (The model layer's Field is a class; given as ``x: int = Field(1, ge=0)`` a type checker
+        would take the Field object for the int. Models import Field from here until it is typed so.)
+        """
+else:
+    from pipeline.schema import Field
 
 
 # ---------------------------------------------------------------- converters (ValueError is the problem reported)

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 
 from pipeline.blocks import ActionBlock, RepeatBlock
 from pipeline.checks import shown
-from pipeline.fields import Duration, SafeName, Strict
-from pipeline.schema import BeforeValidator, Field
+from pipeline.fields import Duration, Field, SafeName, Strict
+from pipeline.schema import BeforeValidator
 
 PRIORITY_NAMES = {"high": 100, "medium": 50, "low": 0}
 

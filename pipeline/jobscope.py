@@ -307,9 +307,10 @@ class JobScope:
                 path = base / f"{CGROUP_PREFIX}{os.getpid()}-{self.token[:8]}"
                 try:
                     path.mkdir()
+                    made = True
                 except OSError:
-                    path = None
-                if path is not None and os.access(path / "cgroup.procs", os.W_OK):
+                    made = False
+                if made and os.access(path / "cgroup.procs", os.W_OK):
                     self.cgroup, self._procs = path, os.fsencode(path / "cgroup.procs")
         procs = self._procs
         if procs is None:

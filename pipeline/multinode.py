@@ -38,7 +38,7 @@ class MultinodeSupport:
         self.job, self.role, self.client = job, role, client
         self.protocol = job.multinode
         self.timeout = self.protocol.timeout if self.protocol else 300.0
-        self.block_of = {id(action): block for action, block in zip(top_actions, blocks)}
+        self.block_of = {id(action): block for action, block in zip(top_actions, blocks, strict=True)}
         self.calls: list[BoundCall] = []
         for block in {id(b): b for b in blocks}.values():
             for call in (block.settings.calls if block.settings else []):

@@ -9,16 +9,19 @@ does the JSON Schema ``job_json_schema()`` exports for editors.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+import functools
+import operator
+import types
+from typing import Any
 
 from pipeline.blocks import MULTINODE_REQUESTS, ActionBase, ActionBlock, RepeatBlock
 from pipeline.builtin import load_builtin
 from pipeline.checks import key_text, shown
 from pipeline.errors import ProblemList, ValidationError
-from pipeline.fields import SAFE_NAME, Strict, load_yaml, problem_lines, validate_model
+from pipeline.fields import SAFE_NAME, Field, Strict, load_yaml, problem_lines, validate_model
 from pipeline.job import Job, JobHeader
 from pipeline.registry import KINDS, Registry
-from pipeline.schema import Field, Model
+from pipeline.schema import Model
 from pipeline.testdef import TestDefinition
 
 TOP_LEVEL = ("deploy", "boot", "test", "repeat", "submit")
@@ -209,7 +212,7 @@ def _check_multinode(job: Job, problems: list[str]) -> None:
                 problems.append(f"{place}.role: {role!r} is not a role of this job ({', '.join(sorted(roles))})")
         calls = params.calls
         for index, call in enumerate(calls):
-            where = f"{place}.protocols.lava-multinode[{index}]" if len(calls) > 1 else f"{place}.protocols.lava-multinode"
+            where = f"{place}.protocols.lava-multinode" + (f"[{index}]" if len(calls) > 1 else "")
             if not call.call:
                 problems.append(f"{where}: request (or api) is required: one of {', '.join(MULTINODE_REQUESTS)}")
                 continue
@@ -256,15 +259,15 @@ def job_json_schema(registry: Registry | None = None) -> dict[str, Any]:
         if not models:
             continue
         if all(issubclass(model, ActionBase) for model in models):
-            typed[kind] = Optional[Union[tuple(models)]]  # noqa: UP007 - built from a tuple of classes
+            typed[kind] = functools.reduce(operator.or_, models) | None
         else:  # taken as written (submit): any mapping
-            as_written[kind] = Optional[dict[str, Any]]  # noqa: UP007
-    annotations = {**typed, "repeat": Optional[_RepeatSchema], **as_written}  # noqa: UP007
+            as_written[kind] = dict[str, Any] | None
+    annotations = {**typed, "repeat": _RepeatSchema | None, **as_written}
     item = type("_ActionItemSchema", (Strict,), {"__annotations__": annotations, "__module__": __name__,
                                                  **dict.fromkeys(annotations)})
-    job = type("_JobSchema", (JobHeader,), {
+    job: type[JobHeader] = type("_JobSchema", (JobHeader,), {
         "__module__": __name__,
-        "__annotations__": {"actions": list[item], "definitions_format": Optional[TestDefinition]},  # noqa: UP007
+        "__annotations__": {"actions": types.GenericAlias(list, (item,)), "definitions_format": TestDefinition | None},
         "actions": Field(min_length=1),
         "definitions_format": Field(None, description="the format of test definitions"),
     })

@@ -92,7 +92,7 @@ def _reap(pid: int) -> None:
 def kill_stale_groups(pid_file: Path) -> list[str]:
     """Kill the process groups, the job's cgroup and token processes a crashed worker recorded;
     return what was killed."""
-    killed = []
+    killed: list[str] = []
     if not pid_file.exists():
         return killed
     for line in pid_file.read_text().splitlines():
@@ -132,7 +132,7 @@ def run_command(argv: Sequence[str], timeout: float, what: str, cwd: Path | None
     finally:
         if registry:
             registry.forget(process.pid)
-    text = output.decode(errors="replace")
+    text: str = output.decode(errors="replace")
     if process.returncode != 0:
         tail = text.strip().splitlines()[-3:]
         raise InfrastructureError(f"{what} failed (exit {process.returncode}): {' | '.join(tail)}")

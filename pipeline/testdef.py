@@ -15,8 +15,7 @@ import re
 from typing import Any, Literal
 
 from pipeline.checks import key_text, regex_problem, relative_path_problem, shell_name_problem, shown
-from pipeline.fields import SafeName, ShellName, Strict, as_url, validate_model
-from pipeline.schema import Field
+from pipeline.fields import Field, SafeName, ShellName, Strict, as_url, validate_model
 
 PARSE_GROUPS = ("test_case_id", "result")
 DEFINITION_SOURCES = ("git", "inline", "url", "tar")

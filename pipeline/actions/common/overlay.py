@@ -258,6 +258,4 @@ class ApplyOverlayLocal(Action):
     summary = "overlay into the board directory"
 
     def run(self, ctx: JobContext) -> None:
-        if ctx.overlay_tarball is None:
-            raise JobError("no overlay was prepared for the test actions")
-        safe_extract(ctx.overlay_tarball, Path(overlay_root(ctx)), "overlay")
+        safe_extract(ctx.overlay_files()[0], Path(overlay_root(ctx)), "overlay")

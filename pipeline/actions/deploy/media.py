@@ -18,9 +18,8 @@ from pipeline.context import JobContext
 from pipeline.deployment import Deployment, MediaFiles
 from pipeline.device import Device
 from pipeline.errors import InfrastructureError, JobError
-from pipeline.fields import Compression, ImageSpec, Os, Url
+from pipeline.fields import Compression, Field, ImageSpec, Os, Url
 from pipeline.registry import BuildPlan, Strategy, block_model, known_action, params_of, strategy
-from pipeline.schema import Field
 
 
 @block_model("deploy", "usb", "sata")

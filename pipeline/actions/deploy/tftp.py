@@ -15,8 +15,13 @@ from pipeline import nfs, overlay
 from pipeline.action import Action
 from pipeline.actions.common.deploy import DeployAction, DeployBase
 from pipeline.actions.common.download import DownloadRetry
-from pipeline.actions.common.nfsroot import (ExtractNfsRootfs, NfsExport, job_directory, overlay_target,
-                                             remove_job_directory)
+from pipeline.actions.common.nfsroot import (
+    ExtractNfsRootfs,
+    NfsExport,
+    job_directory,
+    overlay_target,
+    remove_job_directory,
+)
 from pipeline.actions.common.overlay import overlay_action, overlay_root
 from pipeline.archive import safe_extract
 from pipeline.blocks import ActionBlock
@@ -24,10 +29,9 @@ from pipeline.context import JobContext
 from pipeline.deployment import UBOOT_HEADER, UBOOT_MAGIC, has_uboot_header
 from pipeline.device import Device
 from pipeline.errors import Bug, ConfigurationError, JobError, ProblemList
-from pipeline.fields import OPERATING_SYSTEMS, FileRef, ImageSpec, Os
+from pipeline.fields import OPERATING_SYSTEMS, Field, FileRef, ImageSpec, Os
 from pipeline.processes import run_command
 from pipeline.registry import BuildPlan, Strategy, block_model, known_action, params_of, strategy
-from pipeline.schema import Field
 
 FILES = ("kernel", "dtb", "ramdisk", "nfsrootfs")
 MKIMAGE_ARCH = {"arm": "arm", "armhf": "arm", "arm64": "arm64", "aarch64": "arm64", "x86_64": "x86_64",
@@ -121,7 +125,7 @@ class ApplyOverlayTftp(Action):
         deployment = ctx.deployed()
         if deployment.nfs_root is not None:
             target = overlay_target(deployment.nfs_root, overlay_root(ctx))
-            safe_extract(ctx.overlay_tarball, target, "overlay")
+            safe_extract(ctx.overlay_files()[0], target, "overlay")
             ctx.logger.info(f"overlay unpacked into the NFS root at {overlay_root(ctx)}")
             return
         ramdisk = deployment.bare_ramdisk
@@ -130,7 +134,7 @@ class ApplyOverlayTftp(Action):
             if has_uboot_header(ramdisk):
                 raise JobError("ramdisk: the file has a u-boot header: add 'ramdisk-type: u-boot' to the deploy "
                                "so that the overlay goes inside the ramdisk")
-        overlay.append_to_ramdisk(ramdisk, ctx.overlay_dir, overlay_root(ctx))
+        overlay.append_to_ramdisk(ramdisk, ctx.overlay_files()[1], overlay_root(ctx))
         ctx.logger.info(f"overlay appended to the ramdisk ({ramdisk.stat().st_size} bytes)")
 
 

@@ -15,9 +15,8 @@ from pipeline.actions.common.overlay import overlay_action, overlay_root
 from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
 from pipeline.device import Device
-from pipeline.fields import Compression, FileRef, ImageSpec, Os, SafeName, Url
+from pipeline.fields import Compression, Field, FileRef, ImageSpec, Os, SafeName, Url
 from pipeline.registry import BuildPlan, Strategy, block_model, known_action, params_of, strategy
-from pipeline.schema import Field
 
 
 @block_model("deploy", "tmpfs")
@@ -65,7 +64,7 @@ class AppendOverlays(Action):
         ramdisk = images[self.key]
         appended = ramdisk.with_name(ramdisk.name + ".lava")
         shutil.copyfile(ramdisk, appended)
-        overlay.append_to_ramdisk(appended, ctx.overlay_dir, overlay_root(ctx))
+        overlay.append_to_ramdisk(appended, ctx.overlay_files()[1], overlay_root(ctx))
         images[self.key] = appended
         ctx.logger.info(f"{self.key}: overlay appended ({appended.stat().st_size} bytes)")
 
@@ -78,7 +77,7 @@ class ApplyOverlayGuest(Action):
 
     def run(self, ctx: JobContext) -> None:
         drive = ctx.workdir / "overlay-drive.tar"
-        overlay.raw_tar_drive(ctx.overlay_tarball, drive)
+        overlay.raw_tar_drive(ctx.overlay_files()[0], drive)
         ctx.deployed().overlay_drive = drive
 
 

@@ -22,10 +22,9 @@ from pipeline.blocks import ActionBase, ActionBlock
 from pipeline.context import JobContext, TestCaseResult
 from pipeline.device import Device
 from pipeline.errors import JobError, ProblemList, TestError
-from pipeline.fields import SafeName
+from pipeline.fields import Field, SafeName
 from pipeline.overlay import StageTest
 from pipeline.registry import BuildPlan, Strategy, block_model, known_action, params_of, strategy
-from pipeline.schema import Field
 from pipeline.testdef import parse_definitions
 
 # No '<' inside a signal: an unclosed fake one cannot swallow the genuine signal after it on its line.
@@ -64,7 +63,7 @@ class RunState:
         self.test_set: str | None = None
         self.case_started: dict[str, float] = {}
         self.run_started = 0.0
-        self.pattern: re.Pattern | None = None  # the running definition's parse.pattern
+        self.pattern: re.Pattern[str] | None = None  # the running definition's parse.pattern
         self.parsed: list[tuple[str, str, str | None, str | None]] = []  # what it matched, added at ENDRUN
         self.finished: list[str] = []
         self.token = ""  # RUNNER=<nonce>: the last field of the runner's own lines
@@ -228,7 +227,7 @@ class TestShellAction(Action):
 
     def parse_line(self, state: RunState, line: str) -> None:
         """The definition's parse.pattern, applied to a line its run printed (the results are added at its end)."""
-        match = state.pattern.search(line.rstrip("\r\n"))
+        match = state.pattern.search(line.rstrip("\r\n")) if state.pattern is not None else None
         if not match:
             return
         groups = match.groupdict()
