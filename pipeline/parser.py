@@ -84,32 +84,39 @@ def _single_key(item: Any, place: str, allowed: tuple[str, ...], problems: list[
     return kind, body
 
 
-def _parse_action(kind: str, body: Any, place: str, problems: list[str], in_repeat: bool,
-                  registry: Registry) -> ActionBlock | None:
+def _method_model(kind: str, body: Any, place: str, problems: list[str], registry: Registry) -> type[Model] | None:
+    """The model of the block's method: the kind's one model (test, submit), or the one its selector names."""
     selector = KINDS[kind]
-    model: type[Model] | None = None
     if selector is None:
         model = registry.model_for(kind)
         if model is None:
             problems.append(f"{place}: this dispatcher has no method for {kind} blocks")
+        elif issubclass(model, ActionBase) and not isinstance(body, dict):
+            problems.append(f"{place}: expected a mapping of parameters")
             return None
-        if not issubclass(model, ActionBase):  # a block taken as written (submit)
-            params = validate_model(model, body or {}, place, problems)
-            return None if params is None else ActionBlock(kind, params, place, body or {})
+        return model
     if not isinstance(body, dict):
         problems.append(f"{place}: expected a mapping of parameters")
         return None
-    if selector is not None:
-        choices = registry.choices(kind)
-        value = body.get(selector)
-        if value is None:
-            problems.append(f"{place}.{selector}: required but missing (one of {', '.join(choices)})")
-            return None
-        model = registry.model_for(kind, value) if isinstance(value, str) else None
-        if model is None:
-            problems.append(f"{place}.{selector}: {shown(value)} is not one of {', '.join(choices)}")
-            return None
-    assert model is not None
+    choices = registry.choices(kind)
+    value = body.get(selector)
+    if value is None:
+        problems.append(f"{place}.{selector}: required but missing (one of {', '.join(choices)})")
+        return None
+    model = registry.model_for(kind, value) if isinstance(value, str) else None
+    if model is None:
+        problems.append(f"{place}.{selector}: {shown(value)} is not one of {', '.join(choices)}")
+    return model
+
+
+def _parse_action(kind: str, body: Any, place: str, problems: list[str], in_repeat: bool,
+                  registry: Registry) -> ActionBlock | None:
+    model = _method_model(kind, body, place, problems, registry)
+    if model is None:
+        return None
+    if not issubclass(model, ActionBase):  # a block taken as written (submit)
+        taken = validate_model(model, body or {}, place, problems)
+        return None if taken is None else ActionBlock(kind, taken, place, body or {})
     before = len(problems)
     params = validate_model(model, body, place, problems)
     if not isinstance(params, ActionBase):
