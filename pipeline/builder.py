@@ -19,7 +19,8 @@ from pipeline.builtin import load_builtin
 from pipeline.device import Device
 from pipeline.errors import ProblemList
 from pipeline.job import Job
-from pipeline.registry import BuildPlan, Registry, Strategy
+from pipeline.registry import Registry
+from pipeline.strategy import BuildPlan, Strategy
 from pipeline.timeouts import TimeoutSources, connection_timeout
 
 

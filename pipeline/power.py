@@ -18,8 +18,8 @@ from pipeline.processes import run_command
 DeviceCommand = Literal["connect", "power_on", "power_off", "hard_reset", "soft_reset", "prepare", "destroy"]
 
 
-def device_commands(device: Device, which: DeviceCommand) -> list[str]:
-    """The commands the device gives for ``which`` (none: an empty list)."""
+def device_commands(device: Device, which: str) -> list[str]:
+    """The commands the device gives for ``which`` (a key of its ``commands``; none: an empty list)."""
     value: str | list[str] | None = getattr(device.commands, which)
     if value is None:
         return []

@@ -1,4 +1,4 @@
-"""The registry of methods, and what a method plugs into: Strategy and BuildPlan.
+"""The registry of methods: which block models, strategies and action names the engine has.
 
 A method (``deploy: {to: tftp}``, ``boot: {method: qemu}``, the ``test``
 block) is one module of pipeline/actions/ that registers, with decorators
@@ -9,7 +9,7 @@ run when it is imported:
   none), which the job parser, the JSON Schema and ``Job.urls`` derive from;
 - its strategy: ``@strategy("boot", priority=10)``, which says whether it
   accepts a block on a device (``accepts(device, params) -> (ok, reason)``)
-  and builds the block's top-level action;
+  and builds the block's top-level action (pipeline.strategy);
 - its actions' names: ``@known_action``, so that a named timeout naming
   no action of the engine is refused.
 
@@ -23,87 +23,21 @@ several bootloaders' steps one name, and a named timeout sets them all).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from pipeline.action import Action
-from pipeline.blocks import ActionBlock
-from pipeline.deployment import Deployment
-from pipeline.device import Device
-from pipeline.errors import Bug, RegistryError
-from pipeline.job import Job
-from pipeline.schema import Model
+from pipeline.errors import RegistryError
+
+if TYPE_CHECKING:
+    from pipeline.action import Action
+    from pipeline.schema import Model
+    from pipeline.strategy import Strategy
 
 # The kinds of action block, and the key whose value selects a kind's method.
 KINDS: dict[str, str | None] = {"deploy": "to", "boot": "method", "test": None, "submit": None}
 
-M = TypeVar("M", bound=type[Model])
+M = TypeVar("M", bound="type[Model]")
 S = TypeVar("S", bound="type[Strategy]")
-A = TypeVar("A", bound=type[Action])
-P = TypeVar("P")
-
-
-class Strategy:
-    """Chooses and builds the action for one kind of block."""
-
-    kind: ClassVar[str] = ""  # deploy, boot, test, submit
-    priority: ClassVar[int] = 0
-
-    @classmethod
-    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
-        raise NotImplementedError
-
-    @classmethod
-    def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
-        raise NotImplementedError
-
-
-def params_of(block: ActionBlock, model: type[P]) -> P:
-    """The block's parameters as the model its strategy accepted."""
-    if not isinstance(block.params, model):
-        raise Bug(f"{block.place}: a {model.__name__} strategy was given a {type(block.params).__name__}")
-    return block.params
-
-
-@dataclass
-class BuildPlan:
-    """What a strategy may look at while building: the whole job in execution order."""
-
-    job: Job
-    device: Device
-    order: list[ActionBlock]  # top-level blocks of this board, repeats expanded
-    position: int  # index of the block being built in ``order``
-
-    def stages_after(self, until_deploy: bool = True) -> list[tuple[int, ActionBlock]]:
-        """(stage, block) of each test action after this block: up to the next deploy, or all of them."""
-        found = []
-        for index in range(self.position + 1, len(self.order)):
-            block = self.order[index]
-            if block.kind == "deploy" and until_deploy:
-                break
-            if block.kind == "test":
-                found.append((self.stage_of(index), block))
-        return found
-
-    def stage_of(self, index: int) -> int:
-        return sum(1 for block in self.order[:index] if block.kind == "test")
-
-    def before(self, kind: str) -> bool:
-        """Some block of ``kind`` comes before this one."""
-        return any(block.kind == kind for block in self.order[: self.position])
-
-    def deployed_before(self) -> bool:
-        return self.before("deploy")
-
-    def tests_after(self) -> bool:
-        return any(block.kind == "test" for block in self.order[self.position + 1:])
-
-    def deployment(self) -> Deployment | None:
-        """What the last deploy before this block will hand on, as declared by its method (None: no deploy)."""
-        for block in reversed(self.order[: self.position]):
-            if block.kind == "deploy":
-                return block.settings.deployment(block.place) if block.settings is not None else None
-        return None
+A = TypeVar("A", bound="type[Action]")
 
 
 class Registry:

@@ -25,7 +25,8 @@ from pipeline.builtin import load_builtin
 from pipeline.device import load_device
 from pipeline.errors import RegistryError
 from pipeline.parser import parse_job
-from pipeline.registry import Registry, Strategy
+from pipeline.registry import Registry
+from pipeline.strategy import Strategy
 
 # ---------------------------------------------------------------- the registry
 

@@ -16,7 +16,8 @@ from pipeline.actions.common.shell import BootBase, shell_steps
 from pipeline.blocks import ActionBlock
 from pipeline.device import Device
 from pipeline.errors import ProblemList
-from pipeline.registry import BuildPlan, Strategy, block_model, known_action, params_of, strategy
+from pipeline.registry import block_model, known_action, strategy
+from pipeline.strategy import BuildPlan, Strategy, params_of
 
 
 @block_model("boot", "minimal")

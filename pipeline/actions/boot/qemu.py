@@ -21,7 +21,8 @@ from pipeline.connection import ShellConnection
 from pipeline.context import JobContext
 from pipeline.device import Device
 from pipeline.errors import ConfigurationError, InfrastructureError, JobError, ProblemList
-from pipeline.registry import BuildPlan, Strategy, block_model, known_action, params_of, strategy
+from pipeline.registry import block_model, known_action, strategy
+from pipeline.strategy import BuildPlan, Strategy, params_of
 
 
 @block_model("boot", "qemu")

@@ -22,7 +22,8 @@ from pipeline.deployment import Deployment, MediaFiles
 from pipeline.device import Device
 from pipeline.errors import ConfigurationError, InfrastructureError, JobError
 from pipeline.fields import SafeName
-from pipeline.registry import BuildPlan, Strategy, block_model, known_action, params_of, strategy
+from pipeline.registry import block_model, known_action, strategy
+from pipeline.strategy import BuildPlan, Strategy, params_of
 
 
 @block_model("boot", "u-boot")

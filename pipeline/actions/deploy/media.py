@@ -19,7 +19,8 @@ from pipeline.deployment import Deployment, MediaFiles
 from pipeline.device import Device
 from pipeline.errors import InfrastructureError, JobError
 from pipeline.fields import Compression, Field, ImageSpec, Os, Url
-from pipeline.registry import BuildPlan, Strategy, block_model, known_action, params_of, strategy
+from pipeline.registry import block_model, known_action, strategy
+from pipeline.strategy import BuildPlan, Strategy, params_of
 
 
 @block_model("deploy", "usb", "sata")

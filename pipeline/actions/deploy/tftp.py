@@ -31,7 +31,8 @@ from pipeline.device import Device
 from pipeline.errors import Bug, ConfigurationError, JobError, ProblemList
 from pipeline.fields import OPERATING_SYSTEMS, Field, FileRef, ImageSpec, Os
 from pipeline.processes import run_command
-from pipeline.registry import BuildPlan, Strategy, block_model, known_action, params_of, strategy
+from pipeline.registry import block_model, known_action, strategy
+from pipeline.strategy import BuildPlan, Strategy, params_of
 
 FILES = ("kernel", "dtb", "ramdisk", "nfsrootfs")
 MKIMAGE_ARCH = {"arm": "arm", "armhf": "arm", "arm64": "arm64", "aarch64": "arm64", "x86_64": "x86_64",

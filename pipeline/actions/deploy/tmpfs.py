@@ -16,7 +16,8 @@ from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
 from pipeline.device import Device
 from pipeline.fields import Compression, Field, FileRef, ImageSpec, Os, SafeName, Url
-from pipeline.registry import BuildPlan, Strategy, block_model, known_action, params_of, strategy
+from pipeline.registry import block_model, known_action, strategy
+from pipeline.strategy import BuildPlan, Strategy, params_of
 
 
 @block_model("deploy", "tmpfs")

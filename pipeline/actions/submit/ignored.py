@@ -6,8 +6,9 @@ from pipeline.action import Action
 from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
 from pipeline.device import Device
-from pipeline.registry import BuildPlan, Strategy, block_model, known_action, strategy
+from pipeline.registry import block_model, known_action, strategy
 from pipeline.schema import Model
+from pipeline.strategy import BuildPlan, Strategy
 
 
 @block_model("submit")

@@ -24,7 +24,8 @@ from pipeline.device import Device
 from pipeline.errors import JobError, ProblemList, TestError
 from pipeline.fields import Field, SafeName
 from pipeline.overlay import StageTest
-from pipeline.registry import BuildPlan, Strategy, block_model, known_action, params_of, strategy
+from pipeline.registry import block_model, known_action, strategy
+from pipeline.strategy import BuildPlan, Strategy, params_of
 from pipeline.testdef import parse_definitions
 
 # No '<' inside a signal: an unclosed fake one cannot swallow the genuine signal after it on its line.
