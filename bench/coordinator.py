@@ -46,7 +46,7 @@ _ROOT = os.path.dirname(_HERE)
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 sys.path.insert(0, _ROOT)
 
-from pipeline.coordination import LocalCoordinator  # noqa: E402
+from pipeline.local_coordinator import LocalCoordinator  # noqa: E402
 
 CALL_TIMEOUT = 30.0  # seconds, for every coordinator call of the bench
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -278,7 +278,7 @@ def bench_end_to_end(coordinator, size: int, rounds: int) -> tuple[list[float], 
     import yaml
 
     from pipeline.device import load_device
-    from pipeline.job import parse_job
+    from pipeline.parser import parse_job
     from pipeline.multinode_local import run_members
 
     root = Path(__file__).resolve().parent.parent

@@ -16,9 +16,9 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
+from pipeline.builder import build_pipeline  # noqa: E402
 from pipeline.device import load_device  # noqa: E402
-from pipeline.job import parse_job  # noqa: E402
-from pipeline.strategies import build_pipeline  # noqa: E402
+from pipeline.parser import parse_job  # noqa: E402
 
 DEVICE_FOR_TYPE = {"kvm": "kvm01", "local-shell": "local01", "beaglebone-black": "bbb01", "panda": "panda01",
                    "arm64-uboot": "arm64-uboot01", "arm-uboot": "arm-uboot01"}

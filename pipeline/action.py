@@ -8,32 +8,19 @@ with their timeouts, records durations, and logs ``start:``/``end:`` lines.
 Timeouts interrupt a running action in two ways that raise the same
 exception: every blocking helper (commands, downloads, waits on a
 connection, coordinator calls) is bounded by ``ctx.remaining()``, and in
-the main thread a SIGALRM timer also interrupts plain Python code.
+the main thread a SIGALRM timer also interrupts plain Python code
+(pipeline.deadlines).
 """
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from pipeline.errors import Bug, Canceled, InfrastructureError, JobError, LavaError
+from pipeline.context import JobContext
+from pipeline.errors import ActionTimeout, Bug, Canceled, InfrastructureError, JobError, JobTimeout, LavaError
 from pipeline.timeouts import DEFAULT_ACTION_TIMEOUT
-
-if TYPE_CHECKING:
-    from pipeline.context import JobContext
-
-
-class ActionTimeout(JobError):
-    """An action (or one operation on a connection) ran out of time."""
-
-
-class JobTimeout(LavaError):
-    """The whole job ran out of time: never retried."""
-
-    error_type = "Job"
 
 
 class Action:
@@ -62,6 +49,13 @@ class Action:
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+    @property
+    def operation_timeout(self) -> float:
+        """The bound of each operation on a connection: its connection_timeout, set when the pipeline is built."""
+        if self.connection_timeout is None:
+            raise Bug(f"{self.name}: no connection timeout (the action does not use a connection)")
+        return self.connection_timeout
 
     def internal(self, *actions: Action) -> Pipeline:
         """Give this action an internal pipeline holding ``actions``."""
@@ -190,7 +184,6 @@ def format_seconds(seconds: float) -> str:
 def run_action(action: Action, ctx: JobContext) -> None:
     """Run one action with its timeout; record its duration and result."""
     ctx.check()
-    ctx.current_action = action
     ctx.logger.info(f"start: {action.level} {action.name} (timeout {format_seconds(action.timeout)})")
     action.started = time.monotonic()
     ctx.started_actions.append(action)
@@ -220,62 +213,3 @@ def run_action(action: Action, ctx: JobContext) -> None:
         ctx.logger.info(f"end: {action.level} {action.name} (duration {format_seconds(action.duration)})"
                         + ("" if action.result == "pass" else " [failed]"))
         ctx.record_duration(action)
-
-
-class Deadlines:
-    """A stack of deadlines; the nearest one is armed as a SIGALRM timer in the main thread."""
-
-    def __init__(self) -> None:
-        self.stack: list[tuple[float, Action | None, type[LavaError]]] = []
-        self.main_thread = threading.current_thread() is threading.main_thread()
-
-    def nearest(self) -> tuple[float, Action | None, type[LavaError]] | None:
-        return min(self.stack, key=lambda item: item[0]) if self.stack else None
-
-    def remaining(self) -> float | None:
-        nearest = self.nearest()
-        return None if nearest is None else nearest[0] - time.monotonic()
-
-    def expired_error(self) -> LavaError | None:
-        nearest = self.nearest()
-        if nearest is None or nearest[0] > time.monotonic():
-            return None
-        _, action, kind = nearest
-        if kind is JobTimeout:
-            return JobTimeout("job timeout: the job ran longer than its timeouts.job")
-        return ActionTimeout(f"{action.name}: timeout. {action.timeout:g} seconds" if action else "timeout")
-
-    @contextmanager
-    def push(self, deadline: float | None, action: Action | None, kind: type[LavaError]) -> Iterator[None]:
-        if deadline is None:
-            yield
-            return
-        entry = (deadline, action, kind)
-        self.stack.append(entry)
-        self._arm()
-        try:
-            yield
-        finally:
-            self.stack.remove(entry)
-            self._arm()
-
-    def clear(self) -> None:
-        """Drop every deadline (finalize must not be interrupted)."""
-        self.stack.clear()
-        self._arm()
-
-    def _arm(self) -> None:
-        if not self.main_thread or threading.current_thread() is not threading.main_thread():
-            return
-        remaining = self.remaining()
-        if remaining is None:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            return
-        signal.signal(signal.SIGALRM, self._fire)
-        signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001))
-
-    def _fire(self, signum: int, frame: Any) -> None:
-        error = self.expired_error()
-        if error is not None:
-            raise error
-        self._arm()  # woke a little early: arm again

@@ -26,12 +26,13 @@ import os
 import stat
 import tarfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from pipeline import limits
-from pipeline.decompress import BoundedReader, CorruptData, sniff
-from pipeline.errors import JobError
+from pipeline.decompress import BoundedReader, sniff
+from pipeline.errors import CorruptData, JobError
 from pipeline.limits import TAR_METADATA_BYTES, Bound
 from pipeline.safefs import resolve_beneath
 
@@ -51,6 +52,10 @@ class _Refused(Exception):
     """A member tarfile would otherwise read into memory whole, too big to be real."""
 
 
+# tarfile's own internals, which _BoundedTarInfo extends (typeshed does not describe them).
+_TARFILE: Any = tarfile
+
+
 class _BoundedTarInfo(tarfile.TarInfo):
     """tarfile reads long names, pax headers and sparse maps into memory whole: bound them first."""
 
@@ -60,19 +65,21 @@ class _BoundedTarInfo(tarfile.TarInfo):
             raise _Refused(f"a metadata header of {self.size} bytes")
         if self.type == tarfile.GNUTYPE_SPARSE:
             return self._proc_sparse_bounded(archive)
-        return super()._proc_member(archive)
+        member: tarfile.TarInfo = _TARFILE.TarInfo._proc_member(self, archive)
+        return member
 
     def _proc_sparse_bounded(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
         # As tarfile's _proc_sparse, with the extension headers counted.
-        structs, isextended, origsize = self._sparse_structs
-        del self._sparse_structs
+        slots: Any = self  # _sparse_structs: a slot of tarfile's own, unknown to typeshed
+        structs, isextended, origsize = slots._sparse_structs
+        del slots._sparse_structs
         while isextended:
             if len(structs) > SPARSE_ENTRIES:
                 raise _Refused("a sparse file with too many holes")
             buf = archive.fileobj.read(tarfile.BLOCKSIZE)
             for pos in range(0, 21 * 24, 24):
                 try:
-                    offset, numbytes = tarfile.nti(buf[pos:pos + 12]), tarfile.nti(buf[pos + 12:pos + 24])
+                    offset, numbytes = _TARFILE.nti(buf[pos:pos + 12]), _TARFILE.nti(buf[pos + 12:pos + 24])
                 except ValueError:
                     break
                 if offset and numbytes:
@@ -80,11 +87,11 @@ class _BoundedTarInfo(tarfile.TarInfo):
             isextended = len(buf) == tarfile.BLOCKSIZE and bool(buf[504])
         self.sparse = structs
         self.offset_data = archive.fileobj.tell()
-        archive.offset = self.offset_data + self._block(self.size)
+        archive.offset = self.offset_data + _TARFILE.TarInfo._block(self, self.size)
         self.size = origsize
         return self
 
-    def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: dict, archive: tarfile.TarFile) -> None:
+    def _proc_gnusparse_10(self, next: tarfile.TarInfo, pax_headers: dict[str, str], archive: tarfile.TarFile) -> None:
         # As tarfile's, with the map's length bounded before it is built.
         buf = archive.fileobj.read(tarfile.BLOCKSIZE)
         fields, _, buf = buf.partition(b"\n")
@@ -100,7 +107,8 @@ class _BoundedTarInfo(tarfile.TarInfo):
             number, _, buf = buf.partition(b"\n")
             sparse.append(int(number))
         next.offset_data = archive.fileobj.tell()
-        next.sparse = list(zip(sparse[::2], sparse[1::2], strict=True))
+        # typeshed says bytes; tarfile keeps (offset, size) pairs.
+        next.sparse = list(zip(sparse[::2], sparse[1::2], strict=True))  # type: ignore[assignment]
 
 
 @contextlib.contextmanager

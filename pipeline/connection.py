@@ -17,17 +17,14 @@ import os
 import re
 import signal
 import time
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import pexpect
 
-from pipeline.action import ActionTimeout
-from pipeline.errors import InfrastructureError
-from pipeline.log import env_limit
-from pipeline.processes import kill_group
-
-if TYPE_CHECKING:
-    from pipeline.context import JobContext
+from pipeline.errors import ActionTimeout, Bug, InfrastructureError
+from pipeline.log import JobLogger, env_limit
+from pipeline.processes import ProcessRegistry, kill_group
 
 # Terminal control sequences (busybox ash asks for the cursor position after each prompt).
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
@@ -137,11 +134,11 @@ class ConsoleBuffer:
         self._compact()
         self.searched = 0
 
-    def search(self, compiled: Sequence[re.Pattern]) -> tuple[int, re.Match, str] | None:
+    def search(self, compiled: Sequence[re.Pattern[str]]) -> tuple[int, re.Match[str], str] | None:
         """(index, match, what came before it) of the earliest match, the first pattern on a tie; consumed."""
         self._compact()
         start = max(0, self.searched - OVERLAP)
-        best: re.Match | None = None
+        best: re.Match[str] | None = None
         index = -1
         for number, pattern in enumerate(compiled):
             found = pattern.search(self.text, start)
@@ -179,8 +176,21 @@ class ConsoleBuffer:
         self.pos = self.scanned = self.searched = 0
 
 
+class ConsoleHost(Protocol):
+    """What a connection needs of the job it serves (pipeline.context.JobContext is one)."""
+
+    @property
+    def logger(self) -> JobLogger: ...
+
+    @property
+    def processes(self) -> ProcessRegistry: ...
+
+    def check(self) -> None:
+        """Raise if the job was cancelled or a deadline passed."""
+
+
 class ShellConnection:
-    def __init__(self, argv: Sequence[str], ctx: JobContext, what: str, cwd: str | None = None,
+    def __init__(self, argv: Sequence[str], ctx: ConsoleHost, what: str, cwd: str | None = None,
                  env: dict[str, str] | None = None, hard_stop: bool = False):
         self.what = what
         # An emulator the job started is powered off by killing it, as a power cut would:
@@ -190,7 +200,7 @@ class ShellConnection:
         self.log = TargetLog(ctx.logger.target)
         self.counter = 0
         self.buffer = ConsoleBuffer()
-        self._match: re.Match | None = None
+        self._match: re.Match[str] | None = None
         self._before = ""
         try:
             # In the job's cgroup from its first instruction, with the job's token: whatever it
@@ -211,10 +221,10 @@ class ShellConnection:
 
     @property
     def pid(self) -> int:
-        return self.child.pid
+        return int(self.child.pid)
 
     def alive(self) -> bool:
-        return self.child.isalive()
+        return bool(self.child.isalive())
 
     def send(self, text: str, log: bool = True) -> None:
         if log:
@@ -281,7 +291,7 @@ class ShellConnection:
         self.log.drain()
 
     @property
-    def match(self) -> re.Match | None:
+    def match(self) -> re.Match[str] | None:
         return self._match
 
     @property
@@ -298,7 +308,9 @@ class ShellConnection:
         tag = f"LAVA_RC_{self.counter}"
         self.sendline(f"{command}; echo {tag}=$?END")
         self.expect(rf"{tag}=(\d+)END", timeout, what)
-        status = int(self.match.group(1))
+        if self._match is None:
+            raise Bug(f"{what}: expect returned without a match")
+        status = int(self._match.group(1))
         output = ANSI.sub("", self.before)
         return status, output
 

@@ -1,30 +1,68 @@
 """The per-job context: what actions share while a job runs.
 
 Data passes between actions through typed attributes here, not a
-free-form dictionary: a deploy action sets ``images``, the boot action
-reads them.
+free-form dictionary: a deploy's actions fill ``deployment`` (a
+pipeline.deployment.Deployment), the boot's actions read it. The context
+knows the actions only as Steps (name, level, timing): pipeline.action
+builds on the context, not the other way round.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pipeline.action import Action, ActionTimeout, Deadlines, JobTimeout
-from pipeline.errors import Canceled, ConfigurationError, InfrastructureError, TestError
+from pipeline.deadlines import Deadlines, Timed
+from pipeline.errors import (
+    ActionTimeout,
+    Bug,
+    Canceled,
+    ConfigurationError,
+    InfrastructureError,
+    JobError,
+    JobTimeout,
+    TestError,
+)
 from pipeline.log import JobLogger
 
 if TYPE_CHECKING:
     from pipeline.connection import ShellConnection
     from pipeline.coordination import MultinodeClient
+    from pipeline.deployment import Deployment
     from pipeline.device import Device
     from pipeline.fileserver import FileServer
     from pipeline.job import Job
     from pipeline.overlay import StageTest
     from pipeline.processes import ProcessRegistry
+
+
+class Step(Protocol):
+    """An action as the context records it (pipeline.action.Action is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def level(self) -> str: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def duration(self) -> float | None: ...
+
+    @property
+    def result(self) -> str | None: ...
+
+    @property
+    def parent(self) -> Step | None: ...
+
+
+Hook = Callable[[Step, "JobContext"], None]
 
 
 @dataclass
@@ -70,36 +108,42 @@ class JobContext:
     job_id: str = "local"
 
     # Data that actions hand on to later actions.
-    images: dict[str, Path] = field(default_factory=dict)  # downloaded files by image name
-    overlay_tarball: Path | None = None
-    overlay_dir: Path | None = None
-    tftp_dir: Path | None = None  # per-job directory inside the TFTP tree
-    tftp_names: dict[str, str] = field(default_factory=dict)  # image name -> path relative to the TFTP root
-    nfs_root: Path | None = None
-    connection: ShellConnection | None = None
-    multinode_data: dict[str, dict[str, str]] = field(default_factory=dict)  # message id -> data received
-    environment: dict[str, str] = field(default_factory=dict)  # exported to the test shell
+    deployment: Deployment | None = None  # what the last deploy prepared for the boot after it
+    overlay_tarball: Path | None = None  # the LAVA overlay, packed (kept with the job's output)
+    overlay_dir: Path | None = None  # the LAVA overlay's files on the dispatcher
     stage_tests: dict[int, list[StageTest]] = field(default_factory=dict)  # test stage -> its definitions
-    overlay_drive: Path | None = None  # the overlay as a raw tar drive for a disk-image boot
+    connection: ShellConnection | None = None
+    environment: dict[str, str] = field(default_factory=dict)  # exported to the test shell
+    bootloader_commands: list[str] = field(default_factory=list)  # substituted, for the bootloader to run
 
     # Bookkeeping.
     results: list[TestCaseResult] = field(default_factory=list)
     durations: list[dict[str, Any]] = field(default_factory=list)
     retries: dict[str, int] = field(default_factory=dict)
-    started_actions: list[Action] = field(default_factory=list)
-    current_action: Action | None = None
+    started_actions: list[Step] = field(default_factory=list)
     deadlines: Deadlines = field(default_factory=Deadlines)
     job_deadline: float | None = None
-    protocol_hooks: list[Callable[[Action, JobContext], None]] = field(default_factory=list)
-    after_hooks: list[Callable[[Action, JobContext], None]] = field(default_factory=list)
+    protocol_hooks: list[Hook] = field(default_factory=list)
+    after_hooks: list[Hook] = field(default_factory=list)
     # Answers a Multinode API call seen on the console: (request, arguments) -> reply line.
     multinode_handler: Callable[[str, str], str] | None = None
-    bootloader_commands: list[str] = field(default_factory=list)
     file_server: FileServer | None = None  # hands files to the board over HTTP (secondary media)
 
     def board_root(self) -> Path:
         """The root directory of a board that is a local shell on the dispatcher."""
         return self.workdir / "board"
+
+    def deployed(self) -> Deployment:
+        """The deployment the running deploy fills, or the last one (its top action started it)."""
+        if self.deployment is None:
+            raise Bug("no deploy action has started a deployment")
+        return self.deployment
+
+    def overlay_files(self) -> tuple[Path, Path]:
+        """(the overlay tarball, its files on the dispatcher), once a lava-overlay action prepared them."""
+        if self.overlay_tarball is None or self.overlay_dir is None:
+            raise JobError("no overlay was prepared for the test actions")
+        return self.overlay_tarball, self.overlay_dir
 
     def require_connection(self) -> ShellConnection:
         if self.connection is None or not self.connection.alive():
@@ -116,20 +160,6 @@ class JobContext:
         return (command.replace("{BOARD_ROOT}", str(self.board_root()))
                 .replace("{WORKDIR}", str(self.workdir))
                 .replace("{BOARD}", self.board_name))
-
-    def nfs_export_path(self) -> str:
-        """The NFS root as the board mounts it (the server exports the nfs_root tree)."""
-        from pipeline.actions.deploy import nfs_export_root
-
-        prefix = str(self.device.parameters.get("nfs_export_prefix", nfs_export_root(self.device)))
-        return f"{prefix.rstrip('/')}/{self.nfs_root.relative_to(nfs_export_root(self.device))}"
-
-    def uboot_ramdisk_has_header(self) -> bool:
-        ramdisk = self.images.get("ramdisk")
-        if ramdisk is None or not ramdisk.exists():
-            return False
-        with open(ramdisk, "rb") as handle:
-            return handle.read(4) == b"\x27\x05\x19\x56"
 
     def multinode_request(self, request: str, arguments: str) -> None:
         """A lava-send/-wait/-sync line from the test shell: answer it on the console."""
@@ -170,7 +200,7 @@ class JobContext:
         return max(0.0, min(values)) if values else 3600.0 * 24
 
     @contextmanager
-    def deadline(self, when: float | None, action: Action | None) -> Iterator[None]:
+    def deadline(self, when: float | None, action: Timed | None) -> Iterator[None]:
         with self.deadlines.push(when, action, ActionTimeout):
             yield
 
@@ -181,17 +211,17 @@ class JobContext:
         with self.deadlines.push(self.job_deadline, None, JobTimeout):
             yield
 
-    def protocol_calls(self, action: Action) -> None:
+    def protocol_calls(self, action: Step) -> None:
         """Protocol calls (Multinode) made at the start of an action's run step."""
         for hook in self.protocol_hooks:
             hook(action, self)
 
-    def protocol_calls_after(self, action: Action) -> None:
+    def protocol_calls_after(self, action: Step) -> None:
         """Protocol calls made when an action's run step has succeeded (lava-start)."""
         for hook in self.after_hooks:
             hook(action, self)
 
-    def record_duration(self, action: Action) -> None:
+    def record_duration(self, action: Step) -> None:
         self.durations.append({"level": action.level, "name": action.name,
                                "duration": round(action.duration or 0.0, 3), "result": action.result})
 

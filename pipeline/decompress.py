@@ -13,11 +13,17 @@ import bz2
 import io
 import lzma
 import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import TYPE_CHECKING, BinaryIO
 
-from pipeline.errors import JobError
+from pipeline.errors import CorruptData, JobError
 from pipeline.limits import Bound
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+    _Engine = zlib._Decompress | bz2.BZ2Decompressor | lzma.LZMADecompressor
 
 CHUNK = 1024 * 1024
 MAGIC = {"gz": b"\x1f\x8b", "bz2": b"BZh", "xz": b"\xfd7zXZ\x00"}
@@ -25,12 +31,6 @@ _ERRORS = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError)
 _FED_ON_EMPTY = (bz2.BZ2Decompressor, lzma.LZMADecompressor)  # they keep unread input inside
 
 
-class CorruptData(JobError):
-    """The bytes are not valid data of their compression; ``detail`` says how, without ``what``."""
-
-    def __init__(self, what: str, detail: str):
-        super().__init__(f"{what}: {detail}")
-        self.detail = detail
 
 
 def sniff(path: Path) -> str | None:
@@ -40,7 +40,7 @@ def sniff(path: Path) -> str | None:
     return next((kind for kind, magic in MAGIC.items() if head.startswith(magic)), None)
 
 
-def _engine(compression: str) -> object:
+def _engine(compression: str) -> _Engine:
     if compression == "gz":
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
     if compression == "bz2":
@@ -60,7 +60,7 @@ class Decompressor:
 
     def __init__(self, compression: str | None, bound: Bound, what: str):
         self.compression, self.bound, self.what = compression, bound, what
-        self.engine = _engine(compression) if compression else None
+        self.engine: _Engine | None = _engine(compression) if compression else None
         self.produced = 0
         self.tail = b""  # bytes after a finished stream, until we know whether another one starts
         self.trailing = False  # the rest is not compressed data: ignored
@@ -73,6 +73,8 @@ class Decompressor:
     def _pieces(self, data: bytes) -> Iterator[bytes]:
         """Decompress ``data`` with the current engine; leave what follows its end in ``self.tail``."""
         engine = self.engine
+        if engine is None:
+            return
         try:
             piece = engine.decompress(data, CHUNK)
             while True:
@@ -107,6 +109,8 @@ class Decompressor:
 
     def _next_streams(self, final: bool) -> Iterator[bytes]:
         """Start the stream that follows a finished one, once its first bytes tell whether there is one."""
+        if self.engine is None or self.compression is None:
+            return
         magic = MAGIC[self.compression]
         while self.engine.eof and self.tail and not self.trailing:
             if len(self.tail) < len(magic) and not final:
@@ -156,14 +160,15 @@ class BoundedReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, target: bytearray | memoryview) -> int:
+    def readinto(self, target: WriteableBuffer) -> int:
         while not self.buffer:
             piece = next(self.pieces, None)
             if piece is None:
                 return 0
             self.buffer = memoryview(piece)
-        count = min(len(target), len(self.buffer))
-        target[:count] = self.buffer[:count]
+        view = memoryview(target).cast("B")
+        count = min(len(view), len(self.buffer))
+        view[:count] = self.buffer[:count]
         self.buffer = self.buffer[count:]
         return count
 

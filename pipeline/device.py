@@ -7,12 +7,17 @@ device offers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.checks import key_text, regex_problem, shell_name_problem, shown
-from pipeline.job import Duration, ProblemList, SafeName, _errors, load_yaml
-from pipeline.schema import Field, Model, ValidationError
+from pipeline.errors import ConfigurationError, ProblemList, ValidationError
+from pipeline.fields import Duration, Field, SafeName, load_yaml, problem_lines
+from pipeline.schema import Model
+
+if TYPE_CHECKING:
+    from pipeline.dispatcher_config import DispatcherConfig
 
 
 class Loose(Model, extra="allow"):
@@ -67,14 +72,51 @@ class Device(Loose):
     def boot_method(self, method: str) -> dict[str, Any]:
         return self.boot_methods.get(method) or {}
 
+    def boot_parameters(self, method: str) -> dict[str, Any]:
+        """The ``parameters`` of a boot method (the QEMU command line, the bootloader's prompts, ...)."""
+        return dict(self.boot_method(method).get("parameters") or {})
+
+    def deploy_parameters(self, method: str) -> dict[str, Any]:
+        """The ``parameters`` of a deploy method (tftp_root, a media's device_node, ...)."""
+        return dict((self.deploy_methods.get(method) or {}).get("parameters") or {})
+
+    def offers(self, kind: str, method: str) -> tuple[bool, str]:
+        """Whether the device has the deploy or boot ``method``, and if not, a strategy's reason."""
+        methods = self.deploy_methods if kind == "deploy" else self.boot_methods
+        if method in methods:
+            return True, ""
+        offered = ", ".join(sorted(methods)) or "none"
+        return False, f"device type {self.device_type!r} offers {kind} methods {offered}, not {method!r}"
+
     def shell_prompts(self) -> list[str]:
         return list(self.constants.get("shell-prompts") or [])
+
+    def tftp_root(self) -> Path:
+        """The TFTP server's tree, where each job gets a directory of its own."""
+        root = self.deploy_parameters("tftp").get("tftp_root") or self.parameters.get("tftp_root")
+        if not root:
+            raise ConfigurationError("the device has no tftp_root (actions.deploy.methods.tftp.parameters.tftp_root)")
+        return Path(str(root))
+
+    def nfs_export_root(self) -> Path:
+        """The tree the NFS server exports, where each job unpacks its NFS root."""
+        root = self.deploy_parameters("tftp").get("nfs_root") or self.parameters.get("nfs_root")
+        if not root:
+            raise ConfigurationError("the device has no nfs_root for NFS exports "
+                                     "(actions.deploy.methods.tftp.parameters.nfs_root)")
+        return Path(str(root))
+
+    def nfs_export_path(self, nfs_root: Path) -> str:
+        """``nfs_root`` (inside the export) as the board mounts it: the server may export it under a prefix."""
+        export = self.nfs_export_root()
+        prefix = str(self.parameters.get("nfs_export_prefix", export))
+        return f"{prefix.rstrip('/')}/{nfs_root.relative_to(export)}"
 
 
 def parse_device(text: str, source: str = "device", **render: Any) -> Device:
     """A device file: plain YAML, or a LAVA device dictionary (jinja2), rendered with ``render``'s
     ``job_context``, ``device_types`` and ``dispatcher`` (see pipeline.device_dict)."""
-    from pipeline.device_dict import is_device_dictionary, load_device_dictionary
+    from pipeline.device_dict import is_device_dictionary
 
     if is_device_dictionary(text):
         return load_device_dictionary(text, name=Path(source).stem, source=source, **render)
@@ -84,7 +126,7 @@ def parse_device(text: str, source: str = "device", **render: Any) -> Device:
     try:
         device = Device.model_validate(data)
     except ValidationError as exc:
-        raise ProblemList([f"{source}: {problem}" for problem in _errors(exc, "")]) from None
+        raise ProblemList([f"{source}: {problem}" for problem in problem_lines(exc, "")]) from None
     problems = device_problems(device)
     if problems:
         raise ProblemList([f"{source}: {problem}" for problem in problems])
@@ -94,6 +136,48 @@ def parse_device(text: str, source: str = "device", **render: Any) -> Device:
 def load_device(path: str | Path, **render: Any) -> Device:
     path = Path(path)
     return parse_device(path.read_text(), path.name, **render)
+
+
+def load_device_dictionary(text: str, *, name: str = "device", source: str | None = None,
+                           job_context: Mapping[str, Any] | None = None,
+                           device_types: Sequence[str | Path] | None = None,
+                           dispatcher: DispatcherConfig | None = None) -> Device:
+    """Render a device dictionary (see ``pipeline.device_dict.render_device_dictionary``) and load the
+    result as a Device."""
+    from pipeline.device_dict import rendered_device_data
+
+    source = source or name
+    data = rendered_device_data(text, name=name, source=source, job_context=job_context,
+                                device_types=device_types, dispatcher=dispatcher)
+    try:
+        return Device.model_validate(data)
+    except ValidationError as exc:
+        raise ProblemList(problem_lines(exc, f"{source}:")) from None
+
+
+def device_config_text(text: str, *, name: str = "device", source: str | None = None,
+                       job_context: Mapping[str, Any] | None = None,
+                       device_types: Sequence[str | Path] | None = None,
+                       dispatcher: DispatcherConfig | None = None) -> str:
+    """The device configuration as YAML text: ``text`` itself when it is plain YAML, else the dictionary
+    rendered and checked as a device, with its device_type and hostname.
+
+    For a worker to register what its board is, so that no other host needs the templates.
+    """
+    from pipeline.device_dict import is_device_dictionary, rendered_device_data
+
+    if not is_device_dictionary(text):
+        return text
+    import yaml
+
+    source = source or name
+    data = rendered_device_data(text, name=name, source=source, job_context=job_context,
+                                device_types=device_types, dispatcher=dispatcher)
+    try:
+        Device.model_validate(data)
+    except ValidationError as exc:
+        raise ProblemList(problem_lines(exc, f"{source}:")) from None
+    return yaml.safe_dump(data, sort_keys=False, width=120)
 
 
 def device_problems(device: Device) -> list[str]:

@@ -35,15 +35,13 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from pipeline.device import Device
-from pipeline.dispatcher_config import DispatcherConfig
 from pipeline import yamlload
-from pipeline.job import ProblemList, _errors
-from pipeline.schema import ValidationError
+from pipeline.dispatcher_config import DispatcherConfig
+from pipeline.errors import ProblemList, RenderError, YamlRejected
 
 ENV_VAR = "LAVA_DISPATCH_DEVICE_TYPES"
 PROJECT_TEMPLATES = Path(__file__).resolve().parent / "device_types"
@@ -136,43 +134,18 @@ def render_device_dictionary(text: str, *, name: str = "device", source: str | N
     return _render(text, name, source or name, job_context, device_types, dispatcher)[0]
 
 
-def load_device_dictionary(text: str, *, name: str = "device", source: str | None = None,
-                           job_context: Mapping[str, Any] | None = None,
-                           device_types: Sequence[str | Path] | None = None,
-                           dispatcher: DispatcherConfig | None = None) -> Device:
-    """Render a device dictionary (see ``render_device_dictionary``) and load the result as a Device."""
-    return _load(text, name, source or name, job_context, device_types, dispatcher)[1]
-
-
-def device_config_text(text: str, *, name: str = "device", source: str | None = None,
-                       job_context: Mapping[str, Any] | None = None,
-                       device_types: Sequence[str | Path] | None = None,
-                       dispatcher: DispatcherConfig | None = None) -> str:
-    """The device configuration as YAML text: ``text`` itself when it is plain YAML, else the dictionary
-    rendered and checked as a device, with its device_type and hostname.
-
-    For a worker to register what its board is, so that no other host needs the templates.
-    """
-    if not is_device_dictionary(text):
-        return text
-    import yaml
-
-    data = _load(text, name, source or name, job_context, device_types, dispatcher)[0]
-    return yaml.safe_dump(data, sort_keys=False, width=120)
-
-
-def _load(text: str, name: str, source: str, job_context: Mapping[str, Any] | None,
-          device_types: Sequence[str | Path] | None,
-          dispatcher: DispatcherConfig | None) -> tuple[dict[str, Any], Device]:
+def rendered_device_data(text: str, *, name: str = "device", source: str | None = None,
+                         job_context: Mapping[str, Any] | None = None,
+                         device_types: Sequence[str | Path] | None = None,
+                         dispatcher: DispatcherConfig | None = None) -> dict[str, Any]:
+    """The rendered dictionary as a mapping, with its device_type and hostname (pipeline.device checks it)."""
+    source = source or name
     rendered, device_type = _render(text, name, source, job_context, device_types, dispatcher)
     data = load_rendered_yaml(rendered, source)
     if device_type and "device_type" not in data:
         data["device_type"] = device_type
     data.setdefault("hostname", name)
-    try:
-        return data, Device.model_validate(data)
-    except ValidationError as exc:
-        raise ProblemList(_errors(exc, f"{source}:")) from None
+    return data
 
 
 def load_rendered_yaml(rendered: str, source: str) -> dict[str, Any]:
@@ -182,7 +155,7 @@ def load_rendered_yaml(rendered: str, source: str) -> dict[str, Any]:
     limits = yamlload.Limits(max_bytes=yamlload.max_bytes_from_env(), allow_duplicate_keys=True)
     try:
         data = yamlload.load(rendered, "device", f"{source} (rendered): ", limits)
-    except yamlload.YamlRejected as exc:
+    except YamlRejected as exc:
         raise ProblemList(exc.problems) from None
     if not isinstance(data, dict):
         raise ProblemList([f"{source} (rendered): the device configuration must be a YAML mapping"])
@@ -192,7 +165,7 @@ def load_rendered_yaml(rendered: str, source: str) -> dict[str, Any]:
 def _render(text: str, name: str, source: str, job_context: Mapping[str, Any] | None,
             device_types: Sequence[str | Path] | None,
             dispatcher: DispatcherConfig | None) -> tuple[str, str | None]:
-    from pipeline.device_templates import RenderError, environment, extends_target, render
+    from pipeline.device_templates import environment, extends_target, render
 
     dispatcher = DispatcherConfig.from_env() if dispatcher is None else dispatcher
     context = check_job_context(job_context, dispatcher.extra_context_variables)

@@ -24,13 +24,16 @@ import functools
 import operator
 import shlex
 import traceback
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import yaml
 from jinja2 import FileSystemLoader, TemplateError, TemplateNotFound, TemplatesNotFound, TemplateSyntaxError, nodes
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+from pipeline.errors import RenderError
 
 MAX_RENDERED_CHARS = 1 << 20  # a rendered LAVA device is 5-30 kB
 MAX_VALUE_LEN = 1 << 20  # the largest string or list ``*`` may build
@@ -38,12 +41,6 @@ MAX_POWER_BITS = 4096  # the largest integer ``**`` may build
 X86_ARCHS = ("amd64", "x86_64", "i386")
 
 
-class RenderError(Exception):
-    """The dictionary cannot be rendered: ``problems`` says why, each line naming its place."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 def yaml_quote(value: Any) -> str:

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
-from pipeline.job import ProblemList, _errors, load_yaml
-from pipeline.schema import BeforeValidator, Field, Model, ValidationError
+from pipeline.errors import ProblemList, ValidationError
+from pipeline.fields import Field, load_yaml, problem_lines
+from pipeline.schema import BeforeValidator, Model
 
 ENV_VAR = "LAVA_DISPATCH_DISPATCHER_CONFIG"
 PROTOCOLS = ("http", "tftp", "nfs")
@@ -88,7 +89,7 @@ class DispatcherConfig(Model, extra="allow"):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ProblemList(_errors(exc, f"{source}:")) from None
+            raise ProblemList(problem_lines(exc, f"{source}:")) from None
 
     @classmethod
     def load(cls, path: str | Path) -> DispatcherConfig:
@@ -115,7 +116,7 @@ class DispatcherConfig(Model, extra="allow"):
         if protocol is not None:
             if protocol not in PROTOCOLS:
                 raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
-            own = getattr(self, f"dispatcher_{protocol}_ip")
+            own: str | None = getattr(self, f"dispatcher_{protocol}_ip")
             if own:
                 return own
         return self.dispatcher_ip

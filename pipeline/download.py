@@ -17,8 +17,9 @@ import hashlib
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from pipeline import limits

@@ -27,8 +27,10 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+
+from pipeline.termination import terminate, wait_until
 
 TOKEN_VARIABLE = "LAVA_DISPATCH_JOB_TOKEN"
 CGROUP_SETTING = "LAVA_DISPATCH_CGROUP"
@@ -191,8 +193,6 @@ def _write(path: Path, value: str) -> bool:
 
 
 def _freeze(cgroup: Path, frozen: bool) -> None:
-    from pipeline.processes import wait_until
-
     if _write(cgroup / "cgroup.freeze", "1" if frozen else "0") and frozen:
         wait_until(lambda: _events(cgroup).get("frozen", "1").strip() == "1" or not _populated(cgroup),
                    FREEZE_WAIT)
@@ -216,8 +216,6 @@ def _remove(cgroup: Path) -> bool:
 
 def stop_cgroup(cgroup: Path, grace: float = 2.0) -> dict[int, str]:
     """End every process of a job's cgroup (TERM, ``grace``, KILL) and remove it; pid -> command line."""
-    from pipeline.processes import terminate
-
     ended: dict[int, str] = {}
     if not cgroup.is_dir():
         return ended
@@ -259,8 +257,6 @@ def _reap_children(pids: Iterable[int]) -> None:
 
 def stop_token(token: str | None, sessions: Mapping[int, int] = {}, grace: float = 2.0) -> dict[int, str]:
     """End the processes ``job_processes`` finds (TERM, ``grace``, KILL); pid -> command line."""
-    from pipeline.processes import terminate
-
     ended: dict[int, str] = {}
 
     def send(sig: int) -> None:
@@ -311,9 +307,10 @@ class JobScope:
                 path = base / f"{CGROUP_PREFIX}{os.getpid()}-{self.token[:8]}"
                 try:
                     path.mkdir()
+                    made = True
                 except OSError:
-                    path = None
-                if path is not None and os.access(path / "cgroup.procs", os.W_OK):
+                    made = False
+                if made and os.access(path / "cgroup.procs", os.W_OK):
                     self.cgroup, self._procs = path, os.fsencode(path / "cgroup.procs")
         procs = self._procs
         if procs is None:

@@ -17,8 +17,9 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 LEVELS = ("debug", "info", "warning", "error", "target", "input", "feedback", "results", "exception")
 COLOURS = {"debug": "\033[2m", "warning": "\033[33m", "error": "\033[31m", "exception": "\033[31m",
@@ -51,7 +52,7 @@ def env_limit(name: str, default: int, minimum: int = 1) -> int:
 MAX_LOG_BYTES = env_limit("LAVA_DISPATCH_MAX_LOG_BYTES", 256 * 1024 * 1024, 0)
 
 
-def _escape(match: re.Match) -> str:
+def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     return "\ufffd" if 0xD800 <= code <= 0xDFFF else f"\\u{code:04x}"
 
@@ -113,7 +114,7 @@ class JobLogger:
         self.target_dropped = 0  # board output past the limit, not logged
 
     def log(self, level: str, msg: Any, **extra: Any) -> None:
-        record: Record = {"dt": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f"),
+        record: Record = {"dt": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f"),
                           "lvl": level, "msg": msg}
         if self.role:
             record["role"] = self.role

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.action import Action
+from pipeline.blocks import ActionBlock, ProtocolCall
 from pipeline.checks import SHELL_NAME
+from pipeline.context import JobContext, Step
 from pipeline.coordination import MultinodeClient
 from pipeline.errors import JobError
-from pipeline.job import ActionBlock, Job, ProtocolCall
-
-if TYPE_CHECKING:
-    from pipeline.context import JobContext
+from pipeline.job import Job
 
 VALUE = re.compile(r"^[^\s'\"`\\$;&|<>]*$")
 
@@ -39,10 +38,10 @@ class MultinodeSupport:
         self.job, self.role, self.client = job, role, client
         self.protocol = job.multinode
         self.timeout = self.protocol.timeout if self.protocol else 300.0
-        self.block_of = {id(action): block for action, block in zip(top_actions, blocks)}
+        self.block_of = {id(action): block for action, block in zip(top_actions, blocks, strict=True)}
         self.calls: list[BoundCall] = []
         for block in {id(b): b for b in blocks}.values():
-            for call in (block.params.protocols.lava_multinode if block.params.protocols else []):
+            for call in (block.settings.calls if block.settings else []):
                 self.calls.append(BoundCall(call, block))
         # The roles this member's own role releases with a test definition's `lava-send lava_start`.
         self.starts_roles = sorted({other for other in (self.protocol.roles if self.protocol else {})
@@ -65,9 +64,9 @@ class MultinodeSupport:
     def expected_starter(self, role: str) -> str | None:
         """The role whose lava-start a delayed ``role`` waits for (None: starts at once)."""
         for block in self.job.flat_actions():
-            if block.kind == "submit" or role not in block.roles or not block.params.protocols:
+            if block.settings is None or role not in block.roles:
                 continue
-            for call in block.params.protocols.lava_multinode:
+            for call in block.settings.calls:
                 if call.call == "lava-start" and call.expect_role:
                     return call.expect_role
         return None
@@ -86,12 +85,12 @@ class MultinodeSupport:
 
     # ------------------------------------------------------------ protocol blocks
 
-    def top_of(self, action: Action) -> Action:
+    def top_of(self, action: Step) -> Step:
         while action.parent is not None:
             action = action.parent
         return action
 
-    def before_action(self, action: Action, ctx: JobContext) -> None:
+    def before_action(self, action: Step, ctx: JobContext) -> None:
         block = self.block_of.get(id(self.top_of(action)))
         if block is None:
             return
@@ -103,7 +102,7 @@ class MultinodeSupport:
             if (named and action.name == named) or (not named and action.parent is None):
                 self.protocol_call(ctx, bound)
 
-    def after_action(self, action: Action, ctx: JobContext) -> None:
+    def after_action(self, action: Step, ctx: JobContext) -> None:
         if action.parent is not None:
             return
         block = self.block_of.get(id(action))
@@ -138,7 +137,6 @@ class MultinodeSupport:
             merged = {call.key: merged[call.key]}
         message = {key: merged.get(value[1:], "") if isinstance(value, str) and value.startswith("$") else value
                    for key, value in (call.message or {}).items()}
-        ctx.multinode_data[message_id] = {**merged, **stringify(message)}
         for key, value in {**merged, **stringify(message)}.items():
             if SHELL_NAME.match(key) and VALUE.match(value):
                 ctx.environment[key] = value  # the test shell sees the received data

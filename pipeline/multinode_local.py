@@ -14,26 +14,33 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pipeline.coordination import LocalCoordinator
 from pipeline.device import Device
 from pipeline.download import file_roots_from_env
-from pipeline.job import Job, ProblemList
-from pipeline.log import TerminalSink
+from pipeline.errors import Bug, ProblemList
+from pipeline.job import Job, MultinodeRole
+from pipeline.local_coordinator import LocalCoordinator
+from pipeline.log import Sink, TerminalSink
 from pipeline.results import summary_table
 from pipeline.runner import CANCELED, COMPLETE, JobRunner, Outcome
 
 
+def roles_of(job: Job) -> dict[str, MultinodeRole]:
+    """The roles of a multinode job (Bug for a job that is not one: callers ask only of those)."""
+    if job.multinode is None:
+        raise Bug(f"job {job.name!r} is not a multinode job")
+    return job.multinode.roles
+
+
 def members_of(job: Job) -> dict[str, str]:
     """member id -> role, e.g. {"server-1": "server", "client-1": "client", "client-2": "client"}."""
-    return {f"{role}-{index}": role for role, spec in job.multinode.roles.items()
-            for index in range(1, spec.count + 1)}
+    return {f"{role}-{index}": role for role, spec in roles_of(job).items() for index in range(1, spec.count + 1)}
 
 
 def run_members(job: Job, device: Device, output_dir: Path, coordinator: Any, *, board_name: str = "local",
                 quiet: bool = True, verbose: bool = False, cancel: threading.Event | None = None) -> dict[str, Outcome]:
     """Run every member of ``job`` in threads against ``coordinator`` (any object with
     create_group/client/end_group, e.g. LocalCoordinator or a Redis one); return the outcomes."""
-    other_types = {spec.device_type for spec in job.multinode.roles.values()} - {device.device_type}
+    other_types = {spec.device_type for spec in roles_of(job).values()} - {device.device_type}
     if other_types:
         raise ProblemList([f"protocols.lava-multinode.roles: a local run uses the one device given "
                            f"({device.device_type!r}) for every role; this job also needs "
@@ -44,7 +51,7 @@ def run_members(job: Job, device: Device, output_dir: Path, coordinator: Any, *,
     cancel = cancel or threading.Event()
     runners: dict[str, JobRunner] = {}
     for member, role in members.items():
-        sinks = [] if quiet else [TerminalSink(sys.stderr, "debug" if verbose else "info")]
+        sinks: list[Sink] = [] if quiet else [TerminalSink(sys.stderr, "debug" if verbose else "info")]
         runners[member] = JobRunner(job, device, output_dir=output_dir / member, job_id=member,
                                     board_name=f"{board_name}-{member}", role=role, sinks=sinks,
                                     cancel_requested=cancel.is_set, file_roots=file_roots_from_env(),

@@ -30,12 +30,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any
 
 from pipeline.errors import ConfigurationError, InfrastructureError
-from pipeline.processes import terminate
+from pipeline.termination import terminate
 
 DEFAULT_BIND = "127.0.0.1"
 DEFAULT_PORT = 2049
@@ -220,7 +221,7 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def server_for(parameters: dict) -> NfsServer | None:
+def server_for(parameters: dict[str, Any]) -> NfsServer | None:
     """The managed server a device's tftp deploy parameters ask for, or None (the lab runs its own)."""
     kind = parameters.get("nfs_server")
     if kind in (None, "", "external"):

@@ -25,14 +25,14 @@ import tarfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 from pipeline import safefs, yamlload
-from pipeline.errors import JobError
-from pipeline.limits import TESTDEF_FILE_BYTES
 from pipeline.checks import shell_name_problem
+from pipeline.errors import JobError, YamlRejected
+from pipeline.limits import TESTDEF_FILE_BYTES
 from pipeline.testdef import testdef_problems
 
 SCRIPTS_DIR = Path(__file__).parent / "overlay_scripts"
@@ -99,12 +99,12 @@ def load_testdef(root: Path, relpath: str, place: str) -> dict[str, Any]:
     try:
         # The job's repository is as hostile as the job: the same bounded loader as a job file.
         parsed = yamlload.load(data.decode(), "test definition", f"{place}: ")
-    except yamlload.YamlRejected as exc:
+    except YamlRejected as exc:
         raise JobError("; ".join(_unquoted(problem, place) for problem in exc.problems)) from None
     except UnicodeDecodeError as exc:
         raise JobError(f"{place}: the test definition is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     check_testdef(parsed, place)
-    return parsed
+    return cast(dict[str, Any], parsed)  # check_testdef refuses anything but a mapping
 
 
 def _unquoted(problem: str, place: str) -> str:

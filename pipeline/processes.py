@@ -6,52 +6,20 @@ of a shell, ``setsid``, daemons) is ended with the job's cgroup or token
 (``pipeline.jobscope``). The registry also writes each live helper's
 process group, the job's cgroup and token to a file, so a restarted worker
 can kill what a crashed one left behind. ``terminate`` is the one
-TERM-grace-KILL loop of the project.
+TERM-grace-KILL loop of the project (pipeline.termination).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from pipeline.errors import InfrastructureError
 from pipeline.jobscope import JobScope, stop_cgroup, stop_token
-
-
-def wait_until(done: Callable[[], bool], seconds: float, reap: Callable[[], None] | None = None) -> bool:
-    """Poll ``done`` until it is true (True) or ``seconds`` pass (False); ``reap`` runs before each look."""
-    deadline = time.monotonic() + seconds
-    pause = 0.001  # most processes end within milliseconds: look often at first
-    while True:
-        if reap is not None:
-            reap()
-        if done():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(pause)
-        pause = min(pause * 2, 0.05)
-
-
-def terminate(send: Callable[[int], None], alive: Callable[[], bool], grace: float = 2.0,
-              kill_wait: float = 1.0, reap: Callable[[], None] | None = None) -> bool:
-    """SIGTERM, up to ``grace`` s to end, then SIGKILL and up to ``kill_wait`` s; True once nothing lives.
-
-    ``send(sig)`` signals whatever is to end, ``alive()`` says if any of it is left, ``reap()``
-    collects our own children's exit status (an unreaped child still looks alive).
-    """
-    for sig, seconds in ((signal.SIGTERM, grace), (signal.SIGKILL, kill_wait)):
-        try:
-            send(sig)
-        except ProcessLookupError:
-            pass
-        if wait_until(lambda: not alive(), seconds, reap):
-            return True
-    return False
+from pipeline.termination import terminate
 
 
 class ProcessRegistry:
@@ -65,12 +33,6 @@ class ProcessRegistry:
     def spawn_options(self, env: dict[str, str] | None = None) -> dict[str, Any]:
         """``env`` and ``preexec_fn`` for a new helper of this job (Popen and pexpect take both)."""
         return {"env": self.scope.environ(env), "preexec_fn": self.scope.preexec()}
-
-    def spawn(self, argv: Sequence[str], what: str, **kwargs) -> subprocess.Popen:
-        kwargs.update(self.spawn_options(kwargs.pop("env", None)))
-        process = subprocess.Popen(list(argv), start_new_session=True, **kwargs)
-        self.adopt(process.pid, what)
-        return process
 
     def adopt(self, pgid: int, what: str) -> None:
         self.groups[pgid] = what
@@ -130,7 +92,7 @@ def _reap(pid: int) -> None:
 def kill_stale_groups(pid_file: Path) -> list[str]:
     """Kill the process groups, the job's cgroup and token processes a crashed worker recorded;
     return what was killed."""
-    killed = []
+    killed: list[str] = []
     if not pid_file.exists():
         return killed
     for line in pid_file.read_text().splitlines():
@@ -170,7 +132,7 @@ def run_command(argv: Sequence[str], timeout: float, what: str, cwd: Path | None
     finally:
         if registry:
             registry.forget(process.pid)
-    text = output.decode(errors="replace")
+    text: str = output.decode(errors="replace")
     if process.returncode != 0:
         tail = text.strip().splitlines()[-3:]
         raise InfrastructureError(f"{what} failed (exit {process.returncode}): {' | '.join(tail)}")

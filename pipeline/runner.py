@@ -12,22 +12,24 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.action import Action, cleanup_quietly, run_action
+from pipeline.builder import build_pipeline
 from pipeline.context import JobContext, TestCaseResult
+from pipeline.coordination import MultinodeClient
 from pipeline.device import Device
 from pipeline.download import local_path
-from pipeline.errors import Bug, Canceled, JobError, LavaError
-from pipeline.job import Job, ProblemList
-from pipeline.coordination import MultinodeClient
+from pipeline.errors import Bug, Canceled, JobError, LavaError, ProblemList
+from pipeline.job import Job
 from pipeline.log import FileSink, JobLogger, Sink
 from pipeline.multinode import MultinodeSupport
+from pipeline.power import run_power
 from pipeline.processes import ProcessRegistry
 from pipeline.results import dump_yaml, junit_xml, write_results_yaml
-from pipeline.strategies import build_pipeline
 
 COMPLETE, INCOMPLETE, CANCELED = "Complete", "Incomplete", "Canceled"
 
@@ -179,8 +181,6 @@ class JobRunner:
         return self.outcome()
 
     def power_off(self) -> None:
-        from pipeline.actions.boot import run_power
-
         powered = any(a.name == "reset-device" for a in self.ctx.started_actions)
         if powered and self.device.commands.power_off:
             try:
@@ -208,4 +208,4 @@ class JobRunner:
         (ctx.output_dir / "description.yaml").write_text(dump_yaml(description))
 
 
-__all__ = ["JobRunner", "Outcome", "describe_pipeline", "ProblemList", "COMPLETE", "INCOMPLETE", "CANCELED"]
+__all__ = ["JobRunner", "Outcome", "describe_pipeline", "COMPLETE", "INCOMPLETE", "CANCELED"]

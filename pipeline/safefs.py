@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from pipeline.errors import JobError
 

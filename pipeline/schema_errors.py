@@ -1,4 +1,4 @@
-"""How pipeline.schema words a problem: ValidationError and the helpers that add one.
+"""How pipeline.schema words a problem: the helpers that add one to a ValidationError (pipeline.errors).
 
 Each problem is a dict with ``loc`` (the place: keys and list indexes),
 ``msg`` and ``type``; a value is quoted briefly, with YAML's words (null,
@@ -9,18 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.errors import ValidationError
 
-class ValidationError(ValueError):
-    """Every problem found in one value; ``errors()`` gives dicts with loc, msg and type."""
-
-    def __init__(self, title: str, errors: list[dict[str, Any]]):
-        self.title = title
-        self._errors = errors
-        lines = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in errors]
-        super().__init__(f"{title}: " + "; ".join(lines))
-
-    def errors(self) -> list[dict[str, Any]]:
-        return list(self._errors)
+__all__ = ["ValidationError", "add", "got", "short", "type_error"]
 
 
 def add(errors: list[dict[str, Any]], loc: tuple[Any, ...], msg: str, kind: str = "value_error") -> None:

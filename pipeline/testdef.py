@@ -1,6 +1,9 @@
-"""The shape of a Lava-Test Test Definition 1.0, checked before anything runs.
+"""Test definitions: where a test block's definitions come from, and the shape of one.
 
-An inline definition is checked when the job is validated; one fetched
+``TestDefinition`` is an entry of a test block's ``definitions`` (from,
+repository, path, ...); ``parse_definitions`` checks each entry of a block.
+``testdef_problems`` checks a Lava-Test Test Definition 1.0 itself, before
+anything runs: an inline definition when the job is validated, one fetched
 from a repository when it arrives. Every problem is reported with its
 place; the overlay may then write run.sh and install.sh without meeting a
 value of the wrong type.
@@ -9,11 +12,81 @@ value of the wrong type.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-from pipeline.checks import key_text, regex_problem, shell_name_problem, shown
+from pipeline.checks import key_text, regex_problem, relative_path_problem, shell_name_problem, shown
+from pipeline.fields import Field, SafeName, ShellName, Strict, as_url, validate_model
 
 PARSE_GROUPS = ("test_case_id", "result")
+DEFINITION_SOURCES = ("git", "inline", "url", "tar")
+PLANNED_SOURCES = ("bzr", "file")
+GIT_LOCATION = re.compile(r"^(?:(?:https?|git|ssh|file)://[^\s;'\"`\\<>|$&(){}]+|/[^\s;'\"`\\<>|$&(){}]+)$")
+
+
+class TestDefinition(Strict):
+    __test__ = False  # not a pytest test class
+    from_: Literal["git", "inline", "url", "tar"] = Field(alias="from")
+    repository: Any
+    path: str
+    name: SafeName | None = None
+    revision: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    branch: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+    parameters: dict[ShellName, Any] | None = None
+    params: dict[ShellName, Any] | None = None
+    shallow: bool = True
+    lava_signal: Literal["stdout", "kmsg"] | None = Field(None, alias="lava-signal")
+
+
+def parse_definitions(items: list[dict[str, Any]], place: str, problems: list[str]) -> list[TestDefinition]:
+    """The definitions of the test block at ``place``; each problem is added to ``problems``."""
+    out = []
+    for index, item in enumerate(items):
+        where = f"{place}.definitions[{index}]"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: expected a mapping")
+            continue
+        source = item.get("from")
+        if source is None:
+            problems.append(f"{where}.from: required but missing: the repository type is never guessed "
+                            f"(one of {', '.join(DEFINITION_SOURCES)})")
+            continue
+        if source in PLANNED_SOURCES:
+            problems.append(f"{where}.from: {shown(source)} is not supported "
+                            f"(use one of {', '.join(DEFINITION_SOURCES)})")
+            continue
+        definition = validate_model(TestDefinition, item, where, problems)
+        if definition is None:
+            continue
+        if definition.from_ == "inline":
+            if not isinstance(definition.repository, dict):
+                problems.append(f"{where}.repository: an inline definition is a mapping (metadata, run, ...)")
+                continue
+            found = testdef_problems(definition.repository, f"{where}.repository")
+            if found:
+                problems.extend(found)
+                continue
+        else:
+            try:
+                as_url(definition.repository) if definition.from_ != "git" else _git_location(definition.repository)
+            except ValueError as exc:
+                problems.append(f"{where}.repository: {exc}")
+                continue
+        path_problem = relative_path_problem(definition.path)
+        if path_problem:
+            problems.append(f"{where}.path: {path_problem}")
+            continue
+        out.append(definition)
+    return out
+
+
+def _git_location(value: Any) -> str:
+    if not isinstance(value, str) or not GIT_LOCATION.match(value) or value.startswith("-"):
+        raise ValueError(f"{shown(value, 200)} is not a git URL "
+                         "(http(s)://, git://, ssh://, file:// or an absolute path)")
+    return value
+
+
+# ---------------------------------------------------------------- a definition's own shape
 
 
 def _scalar(value: Any) -> bool:

@@ -8,8 +8,9 @@ panda example (``2m``, ``90s``, ``1h30m``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from pipeline.checks import shown
 
@@ -25,6 +26,7 @@ MAX_DURATION_TEXT = "365 days"
 
 def parse_duration(value: Any) -> float:
     """Return seconds for a duration mapping or short string; ValueError if malformed or out of range."""
+    total: float  # whole numbers stay integers until the range is checked
     if isinstance(value, bool):
         raise ValueError(f"expected a duration, got {value!r}")
     if isinstance(value, str):
@@ -32,7 +34,7 @@ def parse_duration(value: Any) -> float:
         match = SHORT_FORM.match(text) if len(text) <= 40 else None
         if not text or not match or not any(match.groups()):
             raise ValueError(f"{shown(value)} is not a duration (use e.g. '2m', '90s', '1h30m')")
-        total = sum(int(n) * mult for n, mult in zip(match.groups(), SHORT_UNITS.values()) if n)
+        total = sum(int(n) * mult for n, mult in zip(match.groups(), SHORT_UNITS.values(), strict=True) if n)
     elif isinstance(value, Mapping):
         if not value:
             raise ValueError("a duration needs at least one of days, hours, minutes, seconds")

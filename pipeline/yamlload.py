@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import yaml
 from yaml.composer import Composer
@@ -34,6 +34,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 from pipeline.checks import key_text, shown
+from pipeline.errors import YamlRejected
 
 MAX_BYTES_ENV = "LAVA_DISPATCH_MAX_JOB_BYTES"
 DEFAULT_MAX_BYTES = 1 << 20
@@ -46,12 +47,6 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _SPECIAL_KEY_TAGS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")
 
 
-class YamlRejected(Exception):
-    """The text is not a document we load: every problem, each naming its place."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -89,6 +84,10 @@ class _BoundedComposer(Composer):
     """PyYAML's composer, checking bounds and duplicate keys as each node is composed."""
 
     limits: Limits
+    if TYPE_CHECKING:  # given by the parser and the constructor it is mixed with (_loader_class)
+        def peek_event(self) -> Any: ...
+
+        def construct_object(self, node: Node, deep: bool = False) -> Any: ...
 
     def _start_checks(self, limits: Limits, what: str) -> None:
         self.limits, self.what = limits, what
@@ -117,7 +116,7 @@ class _BoundedComposer(Composer):
             if event.anchor in self.open_anchors:
                 self.fail(f"alias *{event.anchor} is inside the collection it names (a recursive structure)",
                           event.start_mark, part)
-            node = super().compose_node(parent, index)
+            node = self._composed(parent, index)
             nodes, chars = self.sizes[id(node)]
             self.aliased[0] += nodes
             self.aliased[1] += chars
@@ -132,7 +131,7 @@ class _BoundedComposer(Composer):
             self.seen_keys.append({} if isinstance(event, MappingStartEvent) else None)
             if event.anchor is not None:
                 self.open_anchors.add(event.anchor)
-            node = super().compose_node(parent, index)
+            node = self._composed(parent, index)
             self.open_anchors.discard(event.anchor)
             self.seen_keys.pop()
             del self.path[len(self.path) - len(part):]
@@ -141,10 +140,16 @@ class _BoundedComposer(Composer):
             self.sizes[id(node)] = (1 + sum(self.sizes[id(c)][0] for c in children),
                                     sum(self.sizes[id(c)][1] for c in children))
         else:
-            node = super().compose_node(parent, index)
+            node = self._composed(parent, index)
             self.sizes[id(node)] = (1, len(node.value))
         if isinstance(parent, MappingNode) and index is None:
             self.check_duplicate(node)
+        return node
+
+    def _composed(self, parent: Node | None, index: Any) -> Node:
+        node = super().compose_node(parent, index)
+        if node is None:  # PyYAML composes a node or raises; its stubs allow None
+            raise YamlRejected([f"{self.place()}: nothing to compose"])
         return node
 
     def check_duplicate(self, key: Node) -> None:
@@ -153,6 +158,8 @@ class _BoundedComposer(Composer):
         if not isinstance(key, ScalarNode) or key.tag in _SPECIAL_KEY_TAGS:
             return  # a collection key is refused at construction (unhashable); merges are not duplicates
         seen = self.seen_keys[-1]
+        if seen is None:  # a key is composed inside a mapping only
+            return
         try:
             value = key.value if key.tag == _STR_TAG else self.construct_object(key)
         except _BadValue as exc:
@@ -183,7 +190,8 @@ class _CheckedConstructor(SafeConstructor):
         return value
 
 
-_CheckedConstructor.add_constructor("tag:yaml.org,2002:int", _CheckedConstructor.construct_yaml_int)
+_CheckedConstructor.add_constructor("tag:yaml.org,2002:int",  # type: ignore[type-var]  # stubs: only the base
+                                    _CheckedConstructor.construct_yaml_int)
 
 
 class _BadValue(Exception):
@@ -202,9 +210,9 @@ def _bad_value(place: str, exc: _BadValue) -> str:
 def _loader_class(tokens: type) -> type:
     """A loader: ``tokens`` (libyaml's CParser, or PyYAML's reader/scanner/parser) + the checks."""
 
-    class BoundedLoader(_BoundedComposer, tokens, _CheckedConstructor, Resolver):  # type: ignore[misc, valid-type]
+    class BoundedLoader(_BoundedComposer, tokens, _CheckedConstructor, Resolver):  # type: ignore[misc]
         def __init__(self, stream: str, limits: Limits, what: str):
-            tokens.__init__(self, stream)
+            tokens.__init__(self, stream)  # type: ignore[misc]  # the class chosen at import, not known to mypy
             _BoundedComposer.__init__(self)
             _CheckedConstructor.__init__(self)
             Resolver.__init__(self)
@@ -220,11 +228,16 @@ class _PureTokens(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
         yaml.parser.Parser.__init__(self)
 
 
-try:
-    from yaml._yaml import CParser as _Tokens  # libyaml
-except ImportError:  # PyYAML built without it: the same checks, slower
-    _Tokens = _PureTokens
-LOADER = _loader_class(_Tokens)
+def _tokens() -> type:
+    """libyaml's parser, or PyYAML's own when it is built without it (the same checks, slower)."""
+    try:
+        from yaml._yaml import CParser
+    except ImportError:
+        return _PureTokens
+    return CParser
+
+
+LOADER = _loader_class(_tokens())
 
 
 def _path_to(root: Node, target: Node) -> list[Any]:

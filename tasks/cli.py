@@ -20,8 +20,10 @@ import yaml
 
 from pipeline.device import Device, parse_device
 from pipeline.download import file_roots_from_env
-from pipeline.job import Job, ProblemList, job_json_schema, parse_job
-from pipeline.yamlload import MAX_BYTES_ENV, YamlRejected, max_bytes_from_env
+from pipeline.errors import ProblemList, YamlRejected
+from pipeline.job import Job
+from pipeline.parser import job_json_schema, parse_job
+from pipeline.yamlload import MAX_BYTES_ENV, max_bytes_from_env
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_CANCELED = 0, 1, 2, 3
 

@@ -66,7 +66,7 @@ def submit(self, *args: Any, **kwargs: Any) -> str:
     record saying why (they are checked here, not by Celery, which would
     fail the task without a record).
     """
-    from pipeline.job import ProblemList
+    from pipeline.errors import ProblemList
 
     lab = process_lab()
     if self.request.id:
@@ -180,7 +180,8 @@ def start(self, job_id: str, board: str, attempt: int, nactions: int) -> dict[st
 
 def setup_runner(rt: BoardRuntime, active: ActiveJob, nactions: int) -> None:
     from pipeline.download import file_roots_from_env
-    from pipeline.job import ProblemList, parse_job
+    from pipeline.errors import ProblemList
+    from pipeline.parser import parse_job
     from pipeline.processes import ProcessRegistry
     from pipeline.runner import JobRunner
 

@@ -60,7 +60,6 @@ if TYPE_CHECKING:
     from pipeline.job import Job
 
 PREFIX = "lava:"
-ACTIVE_STATES = ("Scheduled", "Running", "Canceling")
 FINAL_STATES = ("Complete", "Incomplete", "Canceled")
 SUBMIT_QUEUE = "lava.submit"
 
@@ -671,8 +670,8 @@ class Lab:
 
     def validate_for_type(self, job: Job, device_type: str, role: str | None = None) -> list[str]:
         """Build the job's pipeline on each distinct device config of the type's boards; the problems found."""
-        from pipeline.job import ProblemList
-        from pipeline.strategies import build_pipeline
+        from pipeline.builder import build_pipeline
+        from pipeline.errors import ProblemList
 
         boards = sorted(self.r.smembers(f"{PREFIX}type:{device_type}:boards"))
         seen: set[str] = set()
@@ -700,7 +699,8 @@ class Lab:
         record; ``job_id``: an id this lab already assigned (``new_id``);
         ``visibility``: ``public`` or ``personal`` (the lab server's reading of the job's ``visibility:``).
         """
-        from pipeline.job import ProblemList, parse_job
+        from pipeline.errors import ProblemList
+        from pipeline.parser import parse_job
 
         self.reap()
         prio = priority_value(priority)
@@ -739,7 +739,7 @@ class Lab:
         Every board of the group is reserved in one script before any sub-job
         starts, so two groups can never each hold half of the boards they need.
         """
-        from pipeline.job import ProblemList
+        from pipeline.errors import ProblemList
         from pipeline.multinode_local import members_of
 
         roles = job.multinode.roles
@@ -811,14 +811,15 @@ class Lab:
     # -- chains
 
     def pipeline_names(self, job: Job, board: str, role: str | None = None) -> list[str]:
-        from pipeline.strategies import build_pipeline
+        from pipeline.builder import build_pipeline
 
         return [a.name for a in build_pipeline(job, self.board_device(board), role).pipeline.actions]
 
     def dispatch(self, assignments: Iterable[Assignment], jobs: dict[str, Job] | None = None,
                  first_step: int = 0) -> None:
         """Send each reserved job's chain to its board's queue: start, one task per action, finalize."""
-        from pipeline.job import ProblemList, parse_job
+        from pipeline.errors import ProblemList
+        from pipeline.parser import parse_job
 
         for a in assignments:
             job = (jobs or {}).get(a.job)

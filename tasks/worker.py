@@ -49,7 +49,9 @@ from typing import Any
 
 from pipeline.device import Device, load_device
 from pipeline.errors import InfrastructureError, LavaError
-from pipeline.processes import kill_group, kill_stale_groups, terminate
+from pipeline.power import device_commands
+from pipeline.processes import kill_group, kill_stale_groups
+from pipeline.termination import terminate
 from tasks import config
 from tasks.ids import job_dir
 from tasks.scheduler import Assignment, Lab, board_queue, control_channel, job_key
@@ -183,8 +185,7 @@ def kill_orphans(exclude: set[int] = frozenset()) -> list[int]:
 
 
 def power_off(device: Device, board: str) -> None:
-    commands = device.commands.power_off
-    for command in [commands] if isinstance(commands, str) else list(commands or []):
+    for command in device_commands(device, "power_off"):
         try:
             subprocess.run(["/bin/sh", "-c", command.replace("{BOARD}", board)], timeout=30, check=False,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -194,8 +195,7 @@ def power_off(device: Device, board: str) -> None:
 
 
 def run_device_commands(device: Device, which: str, board: str) -> None:
-    commands = getattr(device.commands, which)
-    for command in [commands] if isinstance(commands, str) else list(commands or []):
+    for command in device_commands(device, which):
         log.info("%s: %s", which, command)
         subprocess.run(["/bin/sh", "-c", command.replace("{BOARD}", board)], timeout=300, check=False,
                        stdin=subprocess.DEVNULL, start_new_session=True)
@@ -275,10 +275,10 @@ class BoardRuntime:
 
     def startup(self) -> None:
         # Import the engine now, not in the first job's start step.
-        import pipeline.actions.boot  # noqa: F401
-        import pipeline.actions.deploy  # noqa: F401
-        import pipeline.actions.test  # noqa: F401
         import pipeline.runner  # noqa: F401
+        from pipeline.builtin import load_builtin
+
+        load_builtin()
 
         killed = kill_recorded_helpers(self.pid_file)
         if killed:

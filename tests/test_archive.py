@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.actions.deploy import extract_rootfs, overlay_target
+from pipeline.actions.common.nfsroot import extract_rootfs, overlay_target
 from pipeline.archive import safe_extract
 from pipeline.errors import JobError
 

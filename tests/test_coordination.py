@@ -18,8 +18,9 @@ import uuid
 
 import pytest
 
-from pipeline.coordination import LocalCoordinator, MultinodeClient
+from pipeline.coordination import MultinodeClient
 from pipeline.errors import Canceled, JobError
+from pipeline.local_coordinator import LocalCoordinator
 
 REDIS_URL = os.environ.get("LAVA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 JOIN = 10.0  # longest a test waits for a thread

@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from conftest import DEVICES, ROOT, SAMPLES
-from pipeline.device import load_device
-from pipeline.device import parse_device
-from pipeline.device_dict import (PROJECT_TEMPLATES, check_job_context, device_config_text, device_types_path,
-                                  is_device_dictionary, load_device_dictionary, render_device_dictionary)
+from pipeline.device import device_config_text, load_device, load_device_dictionary, parse_device
+from pipeline.device_dict import (PROJECT_TEMPLATES, check_job_context, device_types_path, is_device_dictionary,
+                                  render_device_dictionary)
 from pipeline.dispatcher_config import DispatcherConfig
-from pipeline.job import ProblemList, parse_job
+from pipeline.errors import ProblemList
+from pipeline.parser import parse_job
 from pipeline.runner import describe_pipeline
 
 if TYPE_CHECKING:

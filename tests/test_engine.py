@@ -9,14 +9,14 @@ import pytest
 import yaml
 
 from conftest import DEVICES, SAMPLES
-from pipeline.action import Action, ActionTimeout, JobTimeout, Pipeline, RetryAction, run_action
+from pipeline.action import Action, Pipeline, RetryAction, run_action
+from pipeline.builder import build_pipeline
 from pipeline.context import JobContext
 from pipeline.device import load_device
-from pipeline.errors import Canceled, InfrastructureError, JobError, TestError
-from pipeline.job import parse_job
+from pipeline.errors import ActionTimeout, Canceled, InfrastructureError, JobError, JobTimeout, TestError
 from pipeline.log import JobLogger
+from pipeline.parser import parse_job
 from pipeline.processes import ProcessRegistry
-from pipeline.strategies import build_pipeline
 from pipeline.timeouts import TimeoutSources, parse_duration
 
 KVM = load_device(DEVICES / "kvm01.yaml")
@@ -274,7 +274,7 @@ def test_seed_action_names_are_used():
 
 def test_no_strategy_reports_every_reason():
     text = JOB.replace("method: qemu", "method: u-boot\n      commands: nfs\n      type: bootz")
-    from pipeline.job import ProblemList
+    from pipeline.errors import ProblemList
 
     with pytest.raises(ProblemList) as info:
         description(text)

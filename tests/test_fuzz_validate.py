@@ -32,7 +32,9 @@ from hypothesis import strategies as st
 
 from conftest import DEVICES, SAMPLES
 from pipeline.device import Device, load_device, parse_device
-from pipeline.job import Job, ProblemList, parse_job
+from pipeline.errors import ProblemList
+from pipeline.job import Job
+from pipeline.parser import parse_job
 from pipeline.runner import describe_pipeline
 
 settings.register_profile("ci", max_examples=300, deadline=None, database=None, print_blob=True,

@@ -180,7 +180,7 @@ def test_a_tar_definition_with_an_absolute_link_fails_the_job(tmp_path, marker):
 
 
 def test_the_overlay_is_not_unpacked_through_a_link_the_root_filesystem_left(tmp_path, marker):
-    from pipeline.actions.deploy import extract_rootfs, overlay_target
+    from pipeline.actions.common.nfsroot import extract_rootfs, overlay_target
 
     # The job's NFS root holds the overlay's directory with bin/ pointing at the worker's files.
     rootfs = make_tarball(tmp_path / "rootfs.tar.gz", [("lava-7", "dir", ""), ("lava-7/bin", "sym", str(marker.parent))])

@@ -19,7 +19,7 @@ import yaml
 from conftest import DEVICES, run_cli, run_job
 from test_local_board import local_job
 
-from pipeline.actions.qemu_args import check_disk, check_image_arg, qemu_opts, substitute
+from pipeline.actions.boot.qemu_args import check_disk, check_image_arg, qemu_opts, substitute
 from pipeline.connection import MAX_LINE, ConsoleBuffer, TargetLog
 from pipeline.errors import JobError
 from pipeline.log import JobLogger, record_line

@@ -31,6 +31,13 @@ HAS_CGROUP = cgroup_base() is not None
 FINAL = ("Complete", "Incomplete", "Canceled")
 
 
+def spawn(registry: ProcessRegistry, argv: list[str], what: str) -> subprocess.Popen:
+    """Start a helper of the job as the engine does (its own session, the job's cgroup and token)."""
+    process = subprocess.Popen(argv, start_new_session=True, **registry.spawn_options())
+    registry.adopt(process.pid, what)
+    return process
+
+
 def leaving_steps(m: dict[str, str], release: Path) -> list[str]:
     """Test steps that leave one process per way of detaching, then wait until ``release`` exists."""
     return [
@@ -172,7 +179,7 @@ def test_a_process_that_ignores_sigterm_is_killed_after_the_grace(markers, monke
     marker = markers(310)
     registry = ProcessRegistry()
     # The ignored SIGTERM is inherited through exec; setsid takes it out of the helper's group and session.
-    registry.spawn(["sh", "-c", f"trap '' TERM; setsid sleep {marker} &"], "helper")
+    spawn(registry, ["sh", "-c", f"trap '' TERM; setsid sleep {marker} &"], "helper")
     wait_for(lambda: sleeping(marker), 10, "the detached sleep")
     started = time.monotonic()
     left = registry.kill_all(grace=0.5)
@@ -187,7 +194,7 @@ def test_the_sessions_of_helpers_are_searched_without_a_cgroup(markers, monkeypa
     monkeypatch.setenv(CGROUP_SETTING, "off")
     marker = markers(311)
     registry = ProcessRegistry()
-    helper = registry.spawn(["sh", "-c", f"env -i sleep {marker} &"], "helper")
+    helper = spawn(registry, ["sh", "-c", f"env -i sleep {marker} &"], "helper")
     helper.wait(10)
     registry.forget(helper.pid)  # the helper is gone: only its session is left to find the sleep by
     wait_for(lambda: sleeping(marker), 10, "the sleep")
@@ -200,7 +207,7 @@ def test_the_sessions_of_helpers_are_searched_without_a_cgroup(markers, monkeypa
 def test_the_cgroup_ends_a_daemon_that_drops_the_token_and_the_session(markers):
     marker = markers(312)
     registry = ProcessRegistry()
-    registry.spawn(["sh", "-c", f"env -i setsid sh -c 'sleep {marker} &' &"], "helper")
+    spawn(registry, ["sh", "-c", f"env -i setsid sh -c 'sleep {marker} &' &"], "helper")
     pid = wait_for(lambda: sleeping(marker), 10, "the daemon")[0]
     group = registry.scope.cgroup
     assert group is not None and cgroup_of(pid) == "/" + str(group.relative_to(cgroup2_mount()))
@@ -216,7 +223,7 @@ def test_a_restarted_worker_ends_what_a_crashed_one_recorded(tmp_path, markers, 
     marker = markers(313)
     pid_file = tmp_path / "board.pids"
     registry = ProcessRegistry(pid_file=pid_file)
-    registry.spawn(["sh", "-c", f"setsid sh -c 'sleep {marker} &' &"], "power_on")
+    spawn(registry, ["sh", "-c", f"setsid sh -c 'sleep {marker} &' &"], "power_on")
     wait_for(lambda: sleeping(marker), 10, "the daemon")
     recorded = pid_file.read_text()
     assert f"token {registry.scope.token}\n" in recorded

@@ -14,7 +14,7 @@ import pytest
 
 from lab_helpers import ROOT, RedisServer, local_job, make_tempdir, remove_tree, wait_for
 from pipeline.device import load_device
-from pipeline.job import ProblemList
+from pipeline.errors import ProblemList
 
 LOCAL = ROOT / "sample_jobs" / "devices" / "local01.yaml"
 

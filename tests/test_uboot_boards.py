@@ -541,21 +541,21 @@ def test_nfs_server_is_started_once_and_restarted_for_a_new_tree(tmp_path, nfs_t
 
 
 def substitute(device_name: str, job_text: str, **context) -> list[str]:
-    from pipeline.actions.boot import BootloaderCommandOverlay
+    from pipeline.actions.boot.uboot import BootloaderCommandOverlay
     from pipeline.context import JobContext
+    from pipeline.deployment import Deployment
     from pipeline.device import load_device
-    from pipeline.job import parse_job
+    from pipeline.parser import parse_job
     from pipeline.log import JobLogger
     from pipeline.processes import ProcessRegistry
-    from pipeline.strategies import build_pipeline
+    from pipeline.builder import build_pipeline
 
     job, device = parse_job(job_text), load_device(DEVICES / f"{device_name}.yaml")
     built = build_pipeline(job, device)
     overlay = next(a for a in built.pipeline.walk() if isinstance(a, BootloaderCommandOverlay))
     ctx = JobContext(job=job, device=device, logger=JobLogger([]), workdir=Path("/nonexistent"),
                      output_dir=Path("/nonexistent"), processes=ProcessRegistry(), board_name="b", job_id="1")
-    for key, value in context.items():
-        setattr(ctx, key, value)
+    ctx.deployment = Deployment("tftp", "actions[0].deploy", **context)
     overlay.run(ctx)
     return ctx.bootloader_commands
 
@@ -661,13 +661,14 @@ def test_two_workers_boot_arm_boards_at_the_same_time(lab, board_lab, images, ht
 
 def test_secondary_media_boot_loads_the_files_inside_the_image():
     """bbb-usb.yaml's second boot: kernel, dtb, partition and root UUID come from the usb deploy."""
-    from pipeline.actions.boot import BootloaderCommandOverlay
+    from pipeline.actions.boot.uboot import BootloaderCommandOverlay
     from pipeline.context import JobContext
+    from pipeline.deployment import Deployment
     from pipeline.device import load_device
-    from pipeline.job import parse_job
+    from pipeline.parser import parse_job
     from pipeline.log import JobLogger
     from pipeline.processes import ProcessRegistry
-    from pipeline.strategies import build_pipeline
+    from pipeline.builder import build_pipeline
 
     job = parse_job((ROOT / "sample_jobs" / "bbb-usb.yaml").read_text())
     device = load_device(DEVICES / "bbb01.yaml")
@@ -675,7 +676,7 @@ def test_secondary_media_boot_loads_the_files_inside_the_image():
     assert [a.media is not None for a in overlays] == [False, True]
     ctx = JobContext(job=job, device=device, logger=JobLogger([]), workdir=Path("/nonexistent"),
                      output_dir=Path("/nonexistent"), processes=ProcessRegistry(), board_name="bbb01", job_id="7")
-    ctx.tftp_names = {"kernel": "bbb01/7-x/kernel/zImage"}
+    ctx.deployment = Deployment("tftp", "actions[0].deploy", tftp_names={"kernel": "bbb01/7-x/kernel/zImage"})
     overlays[1].run(ctx)
     assert ctx.bootloader_commands == [
         "usb start",

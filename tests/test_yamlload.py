@@ -7,7 +7,8 @@ import yaml
 
 from conftest import DEVICES, SAMPLES
 from pipeline import yamlload
-from pipeline.yamlload import Limits, YamlRejected, load
+from pipeline.errors import YamlRejected
+from pipeline.yamlload import Limits, load
 
 
 def problems(text: str, **kwargs) -> list[str]:

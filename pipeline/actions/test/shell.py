@@ -1,4 +1,4 @@
-"""The test strategy: lava-test-shell runs a stage of test definitions on the board.
+"""The ``test`` block: lava-test-shell runs a stage of test definitions on the board.
 
 What the board prints is test output, and test output is hostile: it may
 report test cases, but it cannot end the stage, start or end a run, or
@@ -14,19 +14,19 @@ import re
 import secrets
 import shlex
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeline.action import Action, RetryAction
-from pipeline.actions.overlay import overlay_root
-from pipeline.context import TestCaseResult
+from pipeline.actions.common.overlay import overlay_root
+from pipeline.blocks import ActionBase, ActionBlock
+from pipeline.context import JobContext, TestCaseResult
 from pipeline.device import Device
-from pipeline.errors import JobError, TestError
-from pipeline.job import ActionBlock, ProblemList, TestBlock
-from pipeline.strategies import BuildPlan, Strategy, known_action, strategy
-
-if TYPE_CHECKING:
-    from pipeline.context import JobContext
-    from pipeline.overlay import StageTest
+from pipeline.errors import JobError, ProblemList, TestError
+from pipeline.fields import Field, SafeName
+from pipeline.overlay import StageTest
+from pipeline.registry import block_model, known_action, strategy
+from pipeline.strategy import BuildPlan, Strategy, params_of
+from pipeline.testdef import parse_definitions
 
 # No '<' inside a signal: an unclosed fake one cannot swallow the genuine signal after it on its line.
 SIGNAL_RE = re.compile(
@@ -44,6 +44,16 @@ MAX_WARNINGS = 20  # warnings about refused test output, per stage
 MAX_STARTED = 10000  # test cases started and not yet ended whose start time is kept
 
 
+@block_model("test")
+class TestBlock(ActionBase):
+    __test__ = False
+    name: SafeName | None = None
+    definitions: list[dict[str, Any]] = Field(min_length=1)
+
+    def read_parts(self, block: ActionBlock, problems: list[str]) -> None:
+        block.definitions = parse_definitions(self.definitions, block.place, problems)
+
+
 class RunState:
     """What the signals of one stage have told so far."""
 
@@ -54,7 +64,7 @@ class RunState:
         self.test_set: str | None = None
         self.case_started: dict[str, float] = {}
         self.run_started = 0.0
-        self.pattern: re.Pattern | None = None  # the running definition's parse.pattern
+        self.pattern: re.Pattern[str] | None = None  # the running definition's parse.pattern
         self.parsed: list[tuple[str, str, str | None, str | None]] = []  # what it matched, added at ENDRUN
         self.finished: list[str] = []
         self.token = ""  # RUNNER=<nonce>: the last field of the runner's own lines
@@ -218,7 +228,7 @@ class TestShellAction(Action):
 
     def parse_line(self, state: RunState, line: str) -> None:
         """The definition's parse.pattern, applied to a line its run printed (the results are added at its end)."""
-        match = state.pattern.search(line.rstrip("\r\n"))
+        match = state.pattern.search(line.rstrip("\r\n")) if state.pattern is not None else None
         if not match:
             return
         groups = match.groupdict()
@@ -248,18 +258,19 @@ class TestShell(Strategy):
     __test__ = False
 
     @classmethod
-    def accepts(cls, device: Device, params: Any) -> tuple[bool, str]:
+    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
         if not isinstance(params, TestBlock):
             return False, "not a test block"
         return True, ""
 
     @classmethod
     def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
-        if not any(b.kind == "boot" for b in plan.order[: plan.position]):
+        params = params_of(block, TestBlock)
+        if not plan.before("boot"):
             raise ProblemList([f"{block.place}: a test action never boots the board: put a boot action before it"])
-        shell = TestShellAction(plan.stage_of(plan.position), block.params)
+        shell = TestShellAction(plan.stage_of(plan.position), params)
         names = ", ".join(d.name or d.path for d in block.definitions)
         shell.summary = f"stage {shell.stage}: {names}"
-        retry = TestShellRetry(block.params)
+        retry = TestShellRetry(params)
         retry.internal(shell)
         return retry

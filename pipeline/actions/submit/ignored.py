@@ -1,16 +1,19 @@
-"""The submit action: accepted so jobs load, logged as ignored (as the specification says)."""
+"""The ``submit`` block: accepted so that jobs load, logged as ignored (as the specification says)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from pipeline.action import Action
+from pipeline.blocks import ActionBlock
+from pipeline.context import JobContext
 from pipeline.device import Device
-from pipeline.job import ActionBlock, SubmitBlock
-from pipeline.strategies import BuildPlan, Strategy, known_action, strategy
+from pipeline.registry import block_model, known_action, strategy
+from pipeline.schema import Model
+from pipeline.strategy import BuildPlan, Strategy
 
-if TYPE_CHECKING:
-    from pipeline.context import JobContext
+
+@block_model("submit")
+class SubmitBlock(Model, extra="allow"):
+    """Accepted as written: submit is ignored."""
 
 
 @known_action
@@ -26,7 +29,7 @@ class SubmitIgnored(Action):
 @strategy("submit")
 class Submit(Strategy):
     @classmethod
-    def accepts(cls, device: Device, params: Any) -> tuple[bool, str]:
+    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
         return isinstance(params, SubmitBlock), "not a submit block"
 
     @classmethod

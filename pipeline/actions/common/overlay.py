@@ -1,11 +1,15 @@
-"""Actions that prepare the LAVA overlay (test definitions + on-target scripts)."""
+"""Actions that prepare the LAVA overlay (test definitions + on-target scripts), and apply it locally.
+
+Every deploy that test actions follow prepares the overlay (``overlay_action``);
+each method then applies it its own way (into a ramdisk, an NFS root, a
+drive, a local directory).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 import yaml
@@ -13,15 +17,14 @@ import yaml
 from pipeline import limits, overlay, safefs
 from pipeline.action import Action
 from pipeline.archive import safe_extract
+from pipeline.blocks import ActionBlock
+from pipeline.context import JobContext
 from pipeline.download import confined, download
 from pipeline.errors import InfrastructureError, JobError
-from pipeline.job import ActionBlock, TestDefinition
 from pipeline.limits import Bound
 from pipeline.processes import run_command
-from pipeline.strategies import known_action
-
-if TYPE_CHECKING:
-    from pipeline.context import JobContext
+from pipeline.registry import known_action
+from pipeline.testdef import TestDefinition
 
 
 def overlay_root(ctx: JobContext) -> str:
@@ -255,6 +258,4 @@ class ApplyOverlayLocal(Action):
     summary = "overlay into the board directory"
 
     def run(self, ctx: JobContext) -> None:
-        if ctx.overlay_tarball is None:
-            raise JobError("no overlay was prepared for the test actions")
-        safe_extract(ctx.overlay_tarball, Path(overlay_root(ctx)), "overlay")
+        safe_extract(ctx.overlay_files()[0], Path(overlay_root(ctx)), "overlay")

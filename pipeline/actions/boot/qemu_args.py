@@ -16,6 +16,7 @@ boot starts: those names are host paths too.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import struct
@@ -138,7 +139,7 @@ def substitute(template: str, paths: dict[str, Path]) -> tuple[list[str], list[t
     previous = ""
     for part in shlex.split(template):
         drive = previous == "-drive"
-        argv.append(PLACEHOLDER.sub(lambda match, drive=drive: _path(template, paths, match, drive), part))
+        argv.append(PLACEHOLDER.sub(functools.partial(_path, template, paths, drive=drive), part))
         opts = dict(qemu_opts(part)) if drive else {"file": part} if previous in DISK_OPTIONS else {}
         found = PLACEHOLDER.fullmatch(opts.get("file") or "")
         if found:
@@ -147,7 +148,7 @@ def substitute(template: str, paths: dict[str, Path]) -> tuple[list[str], list[t
     return argv, disks
 
 
-def _path(template: str, paths: dict[str, Path], match: re.Match, drive: bool) -> str:
+def _path(template: str, paths: dict[str, Path], match: re.Match[str], drive: bool) -> str:
     path = paths.get(match.group(1))
     if path is None:
         raise JobError(f"image_arg {template!r}: this deploy has no image {match.group(1)!r}")

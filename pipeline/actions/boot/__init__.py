@@ -1,0 +1,1 @@
+"""Boot methods (``boot: {method: ...}``): qemu, u-boot, minimal."""

@@ -1,0 +1,65 @@
+"""The console and power of a board the dispatcher does not start itself (bootloader and minimal boots)."""
+
+from __future__ import annotations
+
+import pexpect
+
+from pipeline.action import Action
+from pipeline.connection import ShellConnection
+from pipeline.context import JobContext
+from pipeline.errors import ConfigurationError
+from pipeline.power import run_power
+from pipeline.registry import known_action
+
+
+@known_action
+class ConnectDevice(Action):
+    name = "connect-device"
+    description = "open the board's console with the device's connect command"
+    summary = "console"
+
+    def run(self, ctx: JobContext) -> None:
+        if ctx.connection is not None and ctx.connection.alive():
+            ctx.logger.info("console already connected")
+            return
+        ctx.close_connection()  # a console that closed (a retry connects again)
+        command = ctx.device.commands.connect
+        if not command:
+            raise ConfigurationError("the device has no commands.connect")
+        ctx.board_root().mkdir(parents=True, exist_ok=True)
+        command = ctx.device_command(command)
+        ctx.logger.info(f"connect: {command}")
+        ctx.connection = ShellConnection(["/bin/sh", "-c", command], ctx, "console", cwd=str(ctx.board_root()))
+
+
+def discard_pending_output(ctx: JobContext) -> None:
+    """Forget what the console printed before a power cycle: a stale prompt must not match later."""
+    connection = ctx.connection
+    if connection is None or not connection.alive():
+        return
+    try:
+        while True:
+            connection.child.read_nonblocking(65536, timeout=0)
+    except (pexpect.TIMEOUT, pexpect.EOF, OSError):
+        pass
+    connection.discard()
+
+
+@known_action
+class ResetDevice(Action):
+    name = "reset-device"
+    description = "power-cycle the board (hard_reset, or power_off then power_on)"
+    summary = "reset the board"
+
+    def __init__(self, discard_output: bool = False):
+        super().__init__()
+        self.discard_output = discard_output  # a stale bootloader prompt must not match after the reset
+
+    def run(self, ctx: JobContext) -> None:
+        if self.discard_output:
+            discard_pending_output(ctx)
+        if run_power(ctx, "hard_reset", ctx.remaining()):
+            return
+        run_power(ctx, "power_off", ctx.remaining())
+        if not run_power(ctx, "power_on", ctx.remaining()):
+            raise ConfigurationError("the device has neither hard_reset nor power_on commands")

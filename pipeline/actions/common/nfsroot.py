@@ -1,0 +1,93 @@
+"""Per-job directories in trees other jobs share (TFTP, NFS exports), and an NFS root filesystem in one."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from pipeline import nfs
+from pipeline.action import Action
+from pipeline.actions.common.download import UNSAFE_NAME
+from pipeline.archive import safe_extract
+from pipeline.context import JobContext
+from pipeline.errors import ConfigurationError, JobError
+from pipeline.registry import known_action
+
+
+def job_directory(root: Path, ctx: JobContext) -> Path:
+    """A new directory ROOT/BOARD/JOB-xxxxxxxx of this job: never shared with another job or board."""
+    board_dir = root / ctx.board_name
+    board_dir.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{UNSAFE_NAME.sub('_', ctx.job_id)}-", dir=board_dir))
+    path.chmod(0o755)
+    return path
+
+
+def remove_job_directory(path: Path | None) -> None:
+    if path is None or not path.exists():
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    try:
+        path.parent.rmdir()  # the board's directory, once its last job is gone
+    except OSError:
+        pass
+
+
+def extract_rootfs(tarball: Path, target: Path) -> int:
+    """Unpack an NFS root tarball into ``target``; refuse members that would land outside."""
+    return safe_extract(tarball, target, "nfsrootfs")
+
+
+def overlay_target(root: Path, inside: str) -> Path:
+    """``root/inside`` for the overlay, refusing a path that passes through a link of the root filesystem."""
+    path = root
+    for part in PurePosixPath(inside).parts:
+        if part in ("/", "."):
+            continue
+        if part == "..":
+            raise ConfigurationError(f"lava_test_results_dir {inside!r} leaves the root filesystem")
+        path = path / part
+        if path.is_symlink():
+            raise JobError(f"nfsrootfs: {inside} is a symbolic link in the root filesystem: the overlay "
+                           "cannot be written there")
+        if not path.exists():
+            path.mkdir()
+        elif not path.is_dir():
+            raise JobError(f"nfsrootfs: {inside} is not a directory in the root filesystem")
+    return path
+
+
+@known_action
+class ExtractNfsRootfs(Action):
+    name = "extract-nfsrootfs"
+    description = "unpack the NFS root filesystem into this job's export"
+    summary = "NFS root"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: Path | None = None  # this job's directory in the export, removed at the end
+
+    def run(self, ctx: JobContext) -> None:
+        deployment = ctx.deployed()
+        self.made = deployment.nfs_root = job_directory(ctx.device.nfs_export_root(), ctx)
+        count = extract_rootfs(deployment.images["nfsrootfs"], self.made)
+        self.made.chmod(0o755)
+        ctx.logger.info(f"nfsrootfs: {count} entries in {self.made}")
+
+    def cleanup(self, ctx: JobContext) -> None:
+        if self.made is not None:
+            remove_job_directory(self.made)
+            ctx.logger.debug(f"removed the NFS root {self.made}")
+
+
+@known_action
+class NfsExport(Action):
+    name = "nfs-export"
+    description = "make sure the NFS server managed by the dispatcher exports the NFS roots"
+    summary = "NFS server"
+
+    def run(self, ctx: JobContext) -> None:
+        server = nfs.server_for(ctx.device.deploy_parameters("tftp"))
+        if server is not None:
+            server.ensure_export(ctx.device.nfs_export_root(), log=ctx.logger.info)

@@ -1,0 +1,1 @@
+"""Deploy methods (``deploy: {to: ...}``): tmpfs, tftp, usb and sata."""

@@ -1,0 +1,216 @@
+"""``deploy: {to: tftp}``: kernel, dtb and ramdisk into this job's TFTP directory, or an NFS root.
+
+The overlay goes into the NFS root, or is appended to the ramdisk (taking
+a legacy u-boot header off first and putting it back after, when the
+ramdisk has one).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pipeline import nfs, overlay
+from pipeline.action import Action
+from pipeline.actions.common.deploy import DeployAction, DeployBase
+from pipeline.actions.common.download import DownloadRetry
+from pipeline.actions.common.nfsroot import (
+    ExtractNfsRootfs,
+    NfsExport,
+    job_directory,
+    overlay_target,
+    remove_job_directory,
+)
+from pipeline.actions.common.overlay import overlay_action, overlay_root
+from pipeline.archive import safe_extract
+from pipeline.blocks import ActionBlock
+from pipeline.context import JobContext
+from pipeline.deployment import UBOOT_HEADER, UBOOT_MAGIC, has_uboot_header
+from pipeline.device import Device
+from pipeline.errors import Bug, ConfigurationError, JobError, ProblemList
+from pipeline.fields import OPERATING_SYSTEMS, Field, FileRef, ImageSpec, Os
+from pipeline.processes import run_command
+from pipeline.registry import block_model, known_action, strategy
+from pipeline.strategy import BuildPlan, Strategy, params_of
+
+FILES = ("kernel", "dtb", "ramdisk", "nfsrootfs")
+MKIMAGE_ARCH = {"arm": "arm", "armhf": "arm", "arm64": "arm64", "aarch64": "arm64", "x86_64": "x86_64",
+                "riscv64": "riscv", "mips": "mips", "powerpc": "powerpc"}
+
+
+@block_model("deploy", "tftp")
+class DeployTftp(DeployBase):
+    to: Literal["tftp"]
+    kernel: FileRef | None = None
+    dtb: FileRef | None = None
+    ramdisk: FileRef | None = None
+    ramdisk_type: Literal["u-boot"] | None = Field(None, alias="ramdisk-type")
+    nfsrootfs: FileRef | None = None
+    os: Os | None = None
+
+    def files(self) -> dict[str, tuple[str, ImageSpec]]:
+        return {key: (key, spec) for key in FILES if (spec := getattr(self, key)) is not None}
+
+    def rules(self, place: str) -> list[str]:
+        problems = []
+        if not (self.kernel or self.ramdisk or self.nfsrootfs or self.dtb):
+            problems.append(f"{place}: tftp needs at least a kernel, ramdisk, dtb or nfsrootfs")
+        if self.nfsrootfs:
+            spec = self.nfsrootfs
+            if spec.compression not in (None, "gz", "bz2"):
+                problems.append(f"{place}.nfsrootfs.compression: the NFS root must be a gz or bz2 tarball")
+            elif spec.compression is None and not re.search(r"\.(tar\.gz|tgz|tar\.bz2|tbz2?)$", spec.url):
+                problems.append(f"{place}.nfsrootfs: {spec.url!r} must be a gz or bz2 tarball "
+                                "(.tar.gz, .tgz, .tar.bz2) or say compression: gz|bz2")
+            if self.os is None:
+                problems.append(f"{place}.os: required with nfsrootfs (one of {', '.join(OPERATING_SYSTEMS)})")
+        if self.ramdisk_type and not self.ramdisk:
+            problems.append(f"{place}.ramdisk-type: given without a ramdisk")
+        return problems
+
+    def uboot_ramdisk(self) -> bool:
+        """The ramdisk has a legacy u-boot header (the job says so)."""
+        return self.ramdisk is not None and (self.ramdisk_type == "u-boot" or self.ramdisk.header == "u-boot")
+
+
+@known_action
+class PrepareTftpDir(Action):
+    name = "prepare-tftp-dir"
+    description = "make this job's own directory inside the TFTP tree"
+    summary = "per-job TFTP directory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: Path | None = None  # this job's directory in the TFTP tree, removed at the end
+
+    def run(self, ctx: JobContext) -> None:
+        self.made = ctx.deployed().tftp_dir = job_directory(ctx.device.tftp_root(), ctx)
+        ctx.logger.info(f"TFTP directory {self.made}")
+
+    def cleanup(self, ctx: JobContext) -> None:
+        if self.made is not None:
+            remove_job_directory(self.made)
+            ctx.logger.debug(f"removed the TFTP directory {self.made}")
+
+
+@known_action
+class ExtractOverlayRamdisk(Action):
+    name = "extract-overlay-ramdisk"
+    description = "remove the u-boot header of the ramdisk before the overlay is added"
+    summary = "ramdisk without header"
+
+    def run(self, ctx: JobContext) -> None:
+        deployment = ctx.deployed()
+        ramdisk = deployment.images["ramdisk"]
+        data = ramdisk.read_bytes()
+        if len(data) < UBOOT_HEADER or data[:4] != UBOOT_MAGIC:
+            raise JobError("ramdisk: ramdisk-type is u-boot but the file has no u-boot header")
+        size = int.from_bytes(data[12:16], "big")  # ih_size: the payload after the header
+        if size > len(data) - UBOOT_HEADER:
+            raise JobError(f"ramdisk: the u-boot header announces {size} bytes but the file holds "
+                           f"{len(data) - UBOOT_HEADER}")
+        bare = ramdisk.with_name(ramdisk.name + ".bare")
+        bare.write_bytes(data[UBOOT_HEADER:UBOOT_HEADER + size])
+        deployment.bare_ramdisk = bare
+        ctx.logger.info(f"ramdisk: u-boot header removed ({size} bytes of payload)")
+
+
+@known_action
+class ApplyOverlayTftp(Action):
+    name = "apply-overlay-tftp"
+    description = "add the overlay to the ramdisk or the NFS root"
+    summary = "apply the overlay"
+
+    def run(self, ctx: JobContext) -> None:
+        deployment = ctx.deployed()
+        if deployment.nfs_root is not None:
+            target = overlay_target(deployment.nfs_root, overlay_root(ctx))
+            safe_extract(ctx.overlay_files()[0], target, "overlay")
+            ctx.logger.info(f"overlay unpacked into the NFS root at {overlay_root(ctx)}")
+            return
+        ramdisk = deployment.bare_ramdisk
+        if ramdisk is None:
+            ramdisk = deployment.images["ramdisk"]
+            if has_uboot_header(ramdisk):
+                raise JobError("ramdisk: the file has a u-boot header: add 'ramdisk-type: u-boot' to the deploy "
+                               "so that the overlay goes inside the ramdisk")
+        overlay.append_to_ramdisk(ramdisk, ctx.overlay_files()[1], overlay_root(ctx))
+        ctx.logger.info(f"overlay appended to the ramdisk ({ramdisk.stat().st_size} bytes)")
+
+
+@known_action
+class CompressRamdisk(Action):
+    name = "compress-ramdisk"
+    description = "put the u-boot header back on the ramdisk"
+    summary = "ramdisk with header"
+
+    def __init__(self, arch: str):
+        super().__init__()
+        self.arch = MKIMAGE_ARCH.get(arch, arch)
+
+    def run(self, ctx: JobContext) -> None:
+        deployment = ctx.deployed()
+        bare, deployment.bare_ramdisk = deployment.bare_ramdisk, None
+        if bare is None:
+            raise Bug("compress-ramdisk: extract-overlay-ramdisk left no ramdisk without header")
+        target = deployment.images["ramdisk"]
+        with open(target, "rb") as handle:  # still the downloaded file: keep its image name
+            name = handle.read(UBOOT_HEADER)[32:64].split(b"\0")[0].decode("ascii", "replace")
+        name = re.sub(r"[^A-Za-z0-9 ._+:-]", "_", name).strip() or "ramdisk"
+        output = run_command(["mkimage", "-A", self.arch, "-O", "linux", "-T", "ramdisk", "-C", "none",
+                              "-n", name, "-d", str(bare), str(target)],
+                             ctx.remaining(), "mkimage", registry=ctx.processes)
+        bare.unlink()
+        target.chmod(0o644)
+        for line in output.strip().splitlines():
+            ctx.logger.debug(f"mkimage: {line}")
+        ctx.logger.info(f"u-boot header restored on {target.name} ({target.stat().st_size} bytes)")
+
+
+@known_action
+class TftpDeployAction(DeployAction):
+    name = "tftp-deploy"
+    description = "download files into the TFTP tree and apply the overlay"
+
+    def __init__(self, params: DeployTftp, plan: BuildPlan, place: str):
+        super().__init__(params, place)
+        files = params.files()
+        self.summary = "tftp deploy: " + ", ".join(files)
+        steps: list[Action] = [PrepareTftpDir()]
+        steps += [DownloadRetry(key, spec, into_tftp=key != "nfsrootfs") for key, (_, spec) in files.items()]
+        managed_nfs = False
+        if params.nfsrootfs:
+            steps.append(ExtractNfsRootfs())
+            try:
+                managed_nfs = nfs.server_for(plan.device.deploy_parameters("tftp")) is not None
+            except ConfigurationError as exc:
+                raise ProblemList([f"{place}: the device's tftp parameters: {exc}"]) from None
+        lava_overlay = overlay_action(plan.stages_after(), params.os)
+        uboot_ramdisk = params.uboot_ramdisk() and not params.nfsrootfs
+        if lava_overlay:
+            if not params.nfsrootfs and not params.ramdisk:
+                raise ProblemList([f"{place}: the test actions need a ramdisk or an nfsrootfs to carry the overlay"])
+            steps.append(lava_overlay)
+            if uboot_ramdisk:
+                steps.append(ExtractOverlayRamdisk())
+            steps.append(ApplyOverlayTftp())
+            if uboot_ramdisk:
+                steps.append(CompressRamdisk(str(plan.device.parameters.get("arch", "arm"))))
+        if managed_nfs:
+            # Exported once the root is complete (the overlay in it), before the board mounts it.
+            steps.append(NfsExport())
+        self.internal(*steps)
+
+
+@strategy("deploy", priority=10)
+class TftpDeploy(Strategy):
+    @classmethod
+    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
+        if not isinstance(params, DeployTftp):
+            return False, "'to' is not tftp"
+        return device.offers("deploy", "tftp")
+
+    @classmethod
+    def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
+        return TftpDeployAction(params_of(block, DeployTftp), plan, block.place)

@@ -1,0 +1,1 @@
+"""The test block: lava-test-shell."""
