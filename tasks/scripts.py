@@ -40,6 +40,7 @@ from tasks.keys import (
 )
 
 ERRORS: tuple[type[LavaError], ...] = (JobError, InfrastructureError, TestError, ConfigurationError, Canceled, Bug)
+ERROR_TYPES = tuple(e.error_type for e in ERRORS)
 LIBRARY = ("prelude", "place", "end")
 
 

@@ -298,3 +298,62 @@ def test_forget_only_an_offline_idle_board(lab):
     finish(lab, job)
     assert lab.forget("b1") == "forgotten"
     assert lab.boards() == [] and lab.forget("b1") == "missing"
+
+
+def test_a_submit_parses_the_job_once_and_builds_its_pipeline_once(lab, monkeypatch):
+    """Validation builds the pipeline; the chain is sent with the names it gave, and so is a queued job's."""
+    import pipeline.job
+    import pipeline.strategies
+    from tasks import chains
+
+    register(lab, "b1")
+    calls = {"parse": 0, "build": 0}
+    sent = []
+    real_parse, real_build = pipeline.job.parse_job, pipeline.strategies.build_pipeline
+
+    def parse(text):
+        calls["parse"] += 1
+        return real_parse(text)
+
+    def build(*args, **kwargs):
+        calls["build"] += 1
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline.job, "parse_job", parse)
+    monkeypatch.setattr(pipeline.strategies, "build_pipeline", build)
+    monkeypatch.setattr(chains, "send_chain", lambda job, board, attempt, names, *a, **k: sent.append((job, names)))
+    first = lab.submit(local_job("first"))
+    assert calls == {"parse": 1, "build": 1}
+    assert sent == [(first.job_id, ["minimal-boot", "lava-test-retry"])]
+    queued = lab.submit(local_job("second"))
+    assert queued.board is None and calls == {"parse": 2, "build": 2}
+    _, placed = finish(lab, first.job_id)
+    lab.dispatch(placed)  # as the finishing worker does: from the record, nothing parsed or built
+    assert calls == {"parse": 2, "build": 2}
+    assert sent[-1] == (queued.job_id, ["minimal-boot", "lava-test-retry"])
+    assert json.loads(lab.r.hget(job_key(queued.job_id), "actions")) == ["minimal-boot", "lava-test-retry"]
+
+
+def test_the_lua_key_templates_are_the_python_ones(lab):
+    """Every key a script can discover is named as tasks.keys names it; KEYS are checked by the scripts."""
+    from tasks import keys, scripts
+
+    probe = keys.lua_keys() + """
+local j, g, b, t = K.job('12.1'), K.group('12'), K.board('b1'), K.type('kvm')
+return {j.record, j.log, j.steps, j.results, g.record, b.record, b.tags, t.boards, t.idle, t.pending,
+        K.control('b1'), K.LAB.leases}
+"""
+    expected = [*keys.job_keys("12.1").all(), keys.group_key("12"), *keys.board_keys("b1").all(),
+                *keys.type_keys("kvm").all(), keys.control_channel("b1"), keys.LAB.leases]
+    assert lab.r.eval(probe, 0) == expected
+    # A call given keys that are not those of its arguments is refused before it changes anything.
+    keys_, argv = lab.script_arguments("claim", "12", "b1", 1, 0, "start", "n", 1, "h", token="t")
+    with pytest.raises(Exception, match="are not the keys of 12"):
+        lab._scripts["claim"](keys=[keys_[0], *keys.job_keys("13").all(), keys_[-1]], args=argv)
+    with pytest.raises(Exception, match="it took"):
+        lab._scripts["claim"](keys=[*keys_[:-1], keys.LAB.jobs, keys_[-1]], args=argv)
+    # No state or error type is spelt out in the scripts: they use the generated tables.
+    names = {s.value for s in keys.JobState} | {s.value for s in keys.GroupState} | set(scripts.ERROR_TYPES)
+    for path in sorted((ROOT / "tasks" / "lua").glob("*.lua")):
+        text = path.read_text()
+        assert not [n for n in names if f"'{n}'" in text or f'"{n}"' in text], path.name
