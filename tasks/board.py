@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.device import Device, load_device
-from pipeline.errors import InfrastructureError
+from pipeline.errors import InfrastructureError, JobError
 from tasks import config
 from tasks.chains import send_chain
 from tasks.config import node_name
@@ -268,7 +268,7 @@ class BoardRuntime:
                   "timeout; it was restarted")
         log.error("job %s: %s", active.job_id, reason)
         try:
-            self.lab.lose(active.job_id, self.board, reason, error_type="Job")
+            self.lab.lose(active.job_id, self.board, reason, error_type=JobError.error_type)
         finally:
             os.kill(os.getpid(), signal.SIGKILL)
 

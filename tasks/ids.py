@@ -3,11 +3,11 @@
 The lab assigns every job its id, as LAVA does: an integer from one Redis
 counter (``INCR lava:{lab}:last_id``, ``tasks.state.LabState.new_id``). The
 members of a multinode group ``N`` are ``N.0``, ``N.1``, ...; the group's
-own records use ``N``. Nothing a client
-chooses (a Celery task id, a CLI argument) becomes a Redis key or a path
-unless it has this form, and every per-job path is checked to stay under its
-root, so a job id can never name another job's keys or a directory outside
-the lab's.
+own records use ``N``. Nothing a client chooses (a Celery task id, a CLI
+argument) becomes a Redis key or a path unless it has this form
+(``tasks.keys`` builds job and group keys only from checked ids), and every
+per-job path is checked to stay under its root, so a job id can never name
+another job's keys or a directory outside the lab's.
 """
 
 from __future__ import annotations

@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from pipeline.errors import InfrastructureError
 from tasks import chains, groups, submission
 from tasks.chains import PipelineNames, send_chain
 from tasks.keys import (
     ACTIVE_STATES,
     FINAL_STATES,
-    PREFIX,
     SUBMIT_QUEUE,
     JobState,
     board_key,
@@ -66,7 +66,7 @@ class Lab(LabState):
         return chains.pipeline_names(self, job, board, role)
 
     def lose(self, job: str, board: str, reason: str, only_started: bool = True,
-             error_type: str = "Infrastructure", token: str | None = None) -> str:
+             error_type: str = InfrastructureError.error_type, token: str | None = None) -> str:
         """End an active job of ``board`` whose worker is gone (Incomplete, or Canceled if it was canceling)."""
         state = super().lose(job, board, reason, only_started, error_type, token)
         self.end_group_of(job)
@@ -102,5 +102,5 @@ class Lab(LabState):
 
 
 __all__ = ["Lab", "SubmitError", "Assignment", "Submitted", "LostJob", "JobState", "ACTIVE_STATES",
-           "FINAL_STATES", "PREFIX", "SUBMIT_QUEUE", "board_queue", "job_key", "group_key", "board_key",
+           "FINAL_STATES", "SUBMIT_QUEUE", "board_queue", "job_key", "group_key", "board_key",
            "control_channel", "send_chain", "priority_value", "no_board_error", "device_sha", "redis_now_ms"]

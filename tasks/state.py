@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.errors import InfrastructureError
 from tasks import config, scripts
 from tasks.ids import require_job_id
 from tasks.keys import LAB, board_key, group_of, type_keys
@@ -193,7 +194,7 @@ class LabState:
         return final, Assignment.many(placed)
 
     def lose(self, job: str, board: str, reason: str, only_started: bool = True,
-             error_type: str = "Infrastructure", token: str | None = None) -> str:
+             error_type: str = InfrastructureError.error_type, token: str | None = None) -> str:
         """End an active job of ``board`` whose worker is gone (Incomplete, or Canceled if it was canceling)."""
         state: str = self.call("lose", require_job_id(job), board, reason, int(only_started), error_type,
                                self.board_type(board), token=token)[0]

@@ -18,6 +18,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from pipeline.errors import JobError
 from tasks import chains, groups
 from tasks.ids import is_job_id, member_id, require_group_id, require_job_id
 from tasks.keys import LAB, JobState, job_key
@@ -73,7 +74,7 @@ def record_rejection(lab: LabState, job_id: str, definition: Any, message: str, 
     now = int(time.time() * 1000)
     pipe = lab.r.pipeline()
     pipe.hset(key, mapping={"id": job_id, "name": "", "state": JobState.INCOMPLETE, "submitted": now, "ended": now,
-                            "error_type": "Job", "error": message,
+                            "error_type": JobError.error_type, "error": message,
                             "definition": definition if isinstance(definition, str) else "",
                             "submitter": "celery", "client_ref": client_ref})
     pipe.expire(key, lab.keep_s)
