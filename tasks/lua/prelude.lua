@@ -23,7 +23,7 @@ local NEXT_KEY = 1
 
 local function take_lab(...)
   for _, name in ipairs({...}) do
-    assert(K.LAB[name] == KEYS[NEXT_KEY], 'KEYS[' .. NEXT_KEY .. '] is not the lab key ' .. name)
+    if K.LAB[name] ~= KEYS[NEXT_KEY] then error('KEYS[' .. NEXT_KEY .. '] is not the lab key ' .. name) end
     L[name] = KEYS[NEXT_KEY]
     NEXT_KEY = NEXT_KEY + 1
   end
@@ -31,7 +31,7 @@ end
 local function take(cache, build, read, id)
   local keys, after = read(NEXT_KEY)
   for part, name in pairs(build(id)) do
-    assert(keys[part] == name, 'KEYS[' .. NEXT_KEY .. '..] are not the keys of ' .. id)
+    if keys[part] ~= name then error('KEYS[' .. NEXT_KEY .. '..] are not the keys of ' .. id) end
   end
   cache[id], NEXT_KEY = keys, after
 end
@@ -41,7 +41,9 @@ local function take_board(b) take(BOARDS, K.board, K.board_at, b) end
 local function take_type(t) take(TYPES, K.type, K.type_at, t) end
 -- Every key the caller named was taken (the last one of a script answered once is its answer's key, DONE).
 local function keys_taken()
-  assert(NEXT_KEY == #KEYS + 1 - ONCE, 'the script was given ' .. #KEYS .. ' keys, it took ' .. (NEXT_KEY - 1))
+  if NEXT_KEY ~= #KEYS + 1 - ONCE then
+    error('the script was given ' .. #KEYS .. ' keys, it took ' .. (NEXT_KEY - 1))
+  end
 end
 
 local function known(cache, build, id)
