@@ -61,13 +61,15 @@ def job_times(r, job_id: str) -> dict[str, float]:
 
 
 def wait_all(r, job_ids: list[str], timeout: float) -> None:
+    from tasks.keys import job_key
+
     pending = set(job_ids)
 
     def done() -> bool:
         pipe = r.pipeline(transaction=False)
         ids = list(pending)
         for job_id in ids:
-            pipe.hget(f"lava:job:{job_id}", "state")
+            pipe.hget(job_key(job_id), "state")
         for job_id, state in zip(ids, pipe.execute()):
             if state in FINAL:
                 pending.discard(job_id)

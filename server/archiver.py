@@ -32,12 +32,12 @@ from pipeline.log import record_line
 from server import archive as store
 from server.db import session
 from server.models import Job
-from tasks.ids import ID_COUNTER, is_job_id
+from tasks.ids import is_job_id
 from tasks.records import JobNotFound, get_job, iso, job_results, read_log
-from tasks.scheduler import FINAL_STATES, PREFIX, job_key
+from tasks.keys import FINAL_STATES, ID_COUNTER, LAB, job_key, notified_key
 
 log = logging.getLogger("lava-dispatch.archiver")
-ENDED = f"{PREFIX}ended"
+ENDED = LAB.ended
 ARCHIVE_TASK, NOTIFY_TASK, QUEUE = "server.archive_job", "server.notify_job", "archive"
 HEALTH = {"Complete": "Complete", "Incomplete": "Incomplete", "Canceled": "Canceled"}
 LUA_AT_LEAST = """
@@ -123,7 +123,7 @@ def callbacks_to_send(r: Any, job_id: str, engine: Engine | None = None) -> list
 
     keep = int(keep_seconds())
     return [index for index in range(len(notify.all_callbacks()))
-            if r.set(f"{PREFIX}notified:{job_id}:{index}", "1", nx=True, ex=keep)]
+            if r.set(notified_key(job_id, index), "1", nx=True, ex=keep)]
 
 
 def sweep(r: Any, send: Callable[[str], None], engine: Engine | None = None, batch: int = 1000) -> int:
@@ -132,7 +132,7 @@ def sweep(r: Any, send: Callable[[str], None], engine: Engine | None = None, bat
     sent = 0
     start = 0
     while True:
-        ids = r.zrange(f"{PREFIX}jobs", start, start + batch - 1)
+        ids = r.zrange(LAB.jobs, start, start + batch - 1)
         if not ids:
             return sent
         pipe = r.pipeline(transaction=False)

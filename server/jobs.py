@@ -37,7 +37,8 @@ from server.errors import NotFound
 from server.livelog import LiveLogs
 from server.models import Job as ArchivedJob
 from tasks.ids import InvalidJobId, check_job_id
-from tasks.scheduler import PREFIX, Lab, job_key
+from tasks.keys import GROUP_REQUEST, LAB, group_key, job_key
+from tasks.scheduler import Lab
 
 LAB_STATES = {"Submitted": ("Submitted", "Unknown"), "Scheduled": ("Scheduled", "Unknown"),
               "Running": ("Running", "Unknown"), "Canceling": ("Canceling", "Unknown"),
@@ -176,7 +177,7 @@ class JobStore:
         """The job (NotFound when neither Redis nor the archive has it)."""
         text = self.resolve(job_id)
         found = self._find(text)
-        if found is None and "." not in text and self.r.exists(f"{PREFIX}group:{text}"):
+        if found is None and "." not in text and self.r.exists(group_key(text)):
             found = self._find(f"{text}.0")
         if found is None and "." not in text:
             found = self._archived(f"{text}.0")
@@ -253,10 +254,10 @@ class JobStore:
     def _unarchived(self) -> tuple[list[JobInfo], int]:
         """(the lab's jobs the archive does not have yet: queued, active and the newest ones; the archive's
         newest job number)."""
-        candidates: set[str] = set(self.r.zrange(f"{PREFIX}leases", 0, -1))
-        for request in self.r.zrange(f"{PREFIX}pending", 0, -1):
-            if request.startswith("group:"):
-                members = self.r.hget(f"{PREFIX}{request}", "members")
+        candidates: set[str] = set(self.r.zrange(LAB.leases, 0, -1))
+        for request in self.r.zrange(LAB.pending, 0, -1):
+            if request.startswith(GROUP_REQUEST):
+                members = self.r.hget(group_key(request.removeprefix(GROUP_REQUEST)), "members")
                 candidates.update(json.loads(members) if members else {})
             else:
                 candidates.add(request)
@@ -264,7 +265,7 @@ class JobStore:
             newest = s.execute(select(func.max(ArchivedJob.number))).scalar_one() or 0
         start = 0
         while True:  # the newest jobs of the lab (ids above the archive's newest are not archived)
-            chunk = self.r.zrevrange(f"{PREFIX}jobs", start, start + 199)
+            chunk = self.r.zrevrange(LAB.jobs, start, start + 199)
             fresh = [job_id for job_id in chunk if int(job_id.split(".")[0]) > newest]
             candidates.update(fresh)
             if len(chunk) < 200 or not fresh:

@@ -22,7 +22,8 @@ from server.archiver import keep_counter_ahead
 from server.errors import BadRequest, NotFound
 from server.identity import Caller, require_admin, require_owner, require_user
 from server.jobs import JobInfo, JobStore, visibility_of
-from tasks.scheduler import PREFIX, Lab, SubmitError, board_key, job_key
+from tasks.keys import LAB, board_key, job_key
+from tasks.scheduler import Lab, SubmitError
 
 DEVICE_STATES = {"idle": "Idle", "offline": "Idle"}
 
@@ -43,7 +44,8 @@ class LabService:
 
     def check(self, definition: Any, caller: Caller) -> Any:
         """The parsed job, or BadRequest with every problem (the validator's lines, and the server's)."""
-        from pipeline.job import ProblemList, parse_job
+        from pipeline.errors import ProblemList
+        from pipeline.parser import parse_job
         from server.auth import remote_secret
         from server.notify import submit_problems
 
@@ -61,7 +63,7 @@ class LabService:
 
     def submit(self, caller: Caller, definition: Any) -> list[str]:
         """Submit as ``caller``; the job ids (a multinode job: its members ``N.M``)."""
-        from pipeline.job import ProblemList
+        from pipeline.errors import ProblemList
 
         user = require_user(caller)
         job = self.check(definition, caller)
@@ -180,7 +182,7 @@ class LabService:
         return [{"id": index, "name": name, "description": ""} for index, name in enumerate(names, 1)]
 
     def queued(self) -> int:
-        return int(self.r.zcard(f"{PREFIX}pending"))
+        return int(self.r.zcard(LAB.pending))
 
 
 def _rejected(problems: list[str]) -> BadRequest:

@@ -30,7 +30,7 @@ from __future__ import annotations
 from celery import Celery
 
 from tasks import config
-from tasks.scheduler import SUBMIT_QUEUE
+from tasks.keys import SUBMIT_QUEUE
 
 VISIBILITY_TIMEOUT = 3600
 
@@ -39,7 +39,7 @@ try:
 except config.ConfigError as exc:  # `celery -A tasks ...` says why in one line, not with a traceback
     raise SystemExit(f"lava-dispatch: {exc}") from None
 
-app = Celery("lava-dispatch", broker=target.url, backend=target.url, include=["tasks.jobs"])
+app = Celery("lava-dispatch", broker=target.url, backend=target.url, include=["tasks.celery_tasks"])
 
 transport_options = {
     "visibility_timeout": VISIBILITY_TIMEOUT,
@@ -102,7 +102,7 @@ def app_for(url: str | None = None) -> Celery:
         return app
     wanted = config.redis_target(url)
     if wanted.url not in _apps:
-        other = Celery("lava-dispatch", broker=wanted.url, backend=wanted.url, include=["tasks.jobs"],
+        other = Celery("lava-dispatch", broker=wanted.url, backend=wanted.url, include=["tasks.celery_tasks"],
                        set_as_current=False)
         other.conf.update({key: value for key, value in app.conf.changes.items()
                            if key not in ("broker_url", "result_backend")})

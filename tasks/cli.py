@@ -11,56 +11,21 @@ import argparse
 import json
 import os
 import signal
-import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
 from pipeline.device import Device, parse_device
 from pipeline.download import file_roots_from_env
-from pipeline.errors import ProblemList, YamlRejected
+from pipeline.errors import ProblemList
 from pipeline.job import Job
 from pipeline.parser import job_json_schema, parse_job
-from pipeline.yamlload import MAX_BYTES_ENV, max_bytes_from_env
+from tasks.inputs import UsageError, read_file
 
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_CANCELED = 0, 1, 2, 3
-
-
-class UsageError(Exception):
-    """A usage mistake: exit 2."""
-
-
-def read_file(path: str, what: str) -> str:
-    """A regular file's text, at most the job size limit: a FIFO or a device never hangs or floods us."""
-    try:
-        limit = max_bytes_from_env()
-    except YamlRejected as exc:
-        raise UsageError(exc.problems[0]) from None
-    try:
-        # O_NONBLOCK: opening a FIFO does not wait for a writer; fstat then refuses it.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except FileNotFoundError:
-        raise UsageError(f"{what} file {path!r} does not exist") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} file {path!r}: {exc.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"{what} file {path!r} is not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} file {path!r}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise ProblemList([f"({what}): the file is larger than the limit of {limit} bytes ({MAX_BYTES_ENV})"])
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"cannot read {what} file {path!r}: not UTF-8 text "
-                         f"({exc.reason} at byte {exc.start})") from None
 
 
 def load_job_and_device(job_path: str, device_path: str | None, args: Any = None) -> tuple[Job, Device | None]:
@@ -135,7 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from pipeline.multinode_local import run_multinode_locally
 
         return run_multinode_locally(job, device, output_dir, args)
-    sinks = [] if args.quiet else [TerminalSink(sys.stderr, "debug" if args.verbose else "info")]
+    sinks: list[Callable[[dict[str, Any]], None]] = [] if args.quiet else [
+        TerminalSink(sys.stderr, "debug" if args.verbose else "info")]
     # A file:// URL may name any local path the user can read, unless the roots are set.
     runner = JobRunner(job, device, output_dir=output_dir, sinks=sinks, file_roots=file_roots_from_env(),
                        board_name=Path(args.device).stem)

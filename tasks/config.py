@@ -38,7 +38,7 @@ from pathlib import Path
 
 # The lab's Redis settings live with the coordinator's (one URL parser, one
 # set of TLS options, one client factory); these names stay the lab's.
-from coordinator.redis_client import (  # noqa: F401
+from coordinator.redis_client import (
     CERT_REQS,
     DEFAULT_REDIS_URL,
     SSL_QUERY_KEYS,
@@ -96,9 +96,19 @@ def hostname() -> str:
     return socket.gethostname()
 
 
+def node_name(board: str) -> str:
+    """The Celery node name of a board's worker on this host."""
+    return f"{board}@{hostname()}"
+
+
 def boot_id() -> str:
     """Identifies this boot of this host: process ids recorded before a reboot mean nothing."""
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
+
+
+__all__ = ["CERT_REQS", "DEFAULT_REDIS_URL", "SSL_QUERY_KEYS", "ConfigError", "RedisTarget", "redis_client",
+           "redis_target", "redis_url", "output_root", "state_dir", "keep_seconds", "group_end_seconds",
+           "lease_seconds", "heartbeat_seconds", "hostname", "node_name", "boot_id"]

@@ -1,12 +1,13 @@
 """Job ids, and the paths built from them.
 
 The lab assigns every job its id, as LAVA does: an integer from one Redis
-counter (``INCR lava:last_id``). The members of a multinode group ``N`` are
-``N.0``, ``N.1``, ...; the group's own records use ``N``. Nothing a client
-chooses (a Celery task id, a CLI argument) becomes a Redis key or a path
-unless it has this form, and every per-job path is checked to stay under its
-root, so a job id can never name another job's keys or a directory outside
-the lab's.
+counter (``INCR lava:{lab}:last_id``, ``tasks.state.LabState.new_id``). The
+members of a multinode group ``N`` are ``N.0``, ``N.1``, ...; the group's
+own records use ``N``. Nothing a client chooses (a Celery task id, a CLI
+argument) becomes a Redis key or a path unless it has this form
+(``tasks.keys`` builds job and group keys only from checked ids), and every
+per-job path is checked to stay under its root, so a job id can never name
+another job's keys or a directory outside the lab's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-ID_COUNTER = "lava:last_id"
 JOB_ID = re.compile(r"^\d+(\.\d+)?$", re.ASCII)  # ASCII: "\d" would also take other scripts' digits
 MAX_ID_LENGTH = 40  # far beyond any counter value; bounds what a key built from an id can be
 
@@ -56,13 +56,13 @@ def require_job_id(value: Any) -> str:
     if not is_job_id(value):
         check_job_id(value)  # the message for a malformed id
         raise InvalidJobId(f"{value!r} is not written as the lab writes job ids (no leading zeros)")
-    return value
+    return str(value)
 
 
 def require_group_id(value: Any) -> str:
     if not is_group_id(value):
         raise InvalidJobId(f"{value!r} is not a multinode group id (a number such as 42)")
-    return value
+    return str(value)
 
 
 def is_group_id(value: Any) -> bool:
@@ -72,11 +72,6 @@ def is_group_id(value: Any) -> bool:
 
 def member_id(group_id: str, index: int) -> str:
     return f"{require_group_id(group_id)}.{int(index)}"
-
-
-def new_id(r: Any) -> str:
-    """The next id of the lab (one atomic INCR: two submitters never get the same one)."""
-    return str(int(r.incr(ID_COUNTER)))
 
 
 class PathOutsideRoot(ValueError):
@@ -103,4 +98,4 @@ def job_dir(root: Path, job_id: str) -> Path:
 
 
 __all__ = ["InvalidJobId", "PathOutsideRoot", "check_job_id", "require_job_id", "require_group_id", "is_job_id",
-           "is_group_id", "member_id", "new_id", "path_under", "job_dir", "ID_COUNTER"]
+           "is_group_id", "member_id", "path_under", "job_dir"]

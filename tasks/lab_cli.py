@@ -16,12 +16,22 @@ import functools
 import getpass
 import socket
 import sys
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
+from tasks.keys import FINAL_STATES, LAB, JobState, job_key
+
+if TYPE_CHECKING:
+    from tasks.scheduler import Lab
+
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE, EXIT_CANCELED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
-STATE_EXIT = {"Complete": EXIT_OK, "Incomplete": EXIT_INCOMPLETE, "Canceled": EXIT_CANCELED}
+STATE_EXIT: dict[str, int] = {JobState.COMPLETE: EXIT_OK, JobState.INCOMPLETE: EXIT_INCOMPLETE,
+                              JobState.CANCELED: EXIT_CANCELED}
+# A group's state in ``status``: the first of its members' states in this order (else Complete).
+GROUP_STATE_ORDER = (JobState.RUNNING, JobState.CANCELING, JobState.SCHEDULED, JobState.SUBMITTED,
+                     JobState.INCOMPLETE, JobState.CANCELED)
 
 
 def _lab_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -54,13 +64,13 @@ def _lab_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     return wrapper
 
 
-def _lab():
+def _lab() -> Lab:
     from tasks.scheduler import Lab
 
     return Lab()
 
 
-def _print_records(records, verbose: bool, raw: bool, stream=None) -> None:
+def _print_records(records: Iterable[dict[str, Any]], verbose: bool, raw: bool, stream: TextIO | None = None) -> None:
     from pipeline.log import TerminalSink, record_line
 
     stream = stream or sys.stdout
@@ -74,7 +84,7 @@ def _print_records(records, verbose: bool, raw: bool, stream=None) -> None:
         sink(record)
 
 
-def _targets(lab, text: str) -> tuple[str | None, list[str]]:
+def _targets(lab: Lab, text: str) -> tuple[str | None, list[str]]:
     """(group id or None, job ids): a multinode group's id stands for all its sub-jobs."""
     from tasks.ids import InvalidJobId, check_job_id
     from tasks.records import resolve_job_id
@@ -99,20 +109,19 @@ def _worst_exit(states: list[str]) -> int:
     return EXIT_INCOMPLETE if EXIT_INCOMPLETE in codes else max(codes, default=EXIT_OK)
 
 
-def _final_state(lab, job_id: str) -> str:
+def _final_state(lab: Lab, job_id: str) -> str:
     """Wait for the end of the job: a blocking read of its log stream up to the end marker."""
     from tasks.records import read_log
-    from tasks.scheduler import FINAL_STATES, job_key
 
     for _ in read_log(lab.r, job_id, follow=True):
         pass
     state = lab.r.hget(job_key(job_id), "state")  # the end marker and the state are written together
-    return state if state in FINAL_STATES else "Incomplete"
+    return state if state in FINAL_STATES else JobState.INCOMPLETE
 
 
 @_lab_errors
 def cmd_submit(args: argparse.Namespace) -> int:
-    from tasks.cli import read_file
+    from tasks.inputs import read_file
     from tasks.records import read_logs
 
     text = read_file(args.job, "job")
@@ -135,7 +144,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.follow:
         _print_records(read_logs(lab.r, jobs, follow=True), args.verbose, False, sys.stderr)
     states = [_final_state(lab, job_id) for job_id in jobs]
-    for job_id, state in zip(jobs, states):
+    for job_id, state in zip(jobs, states, strict=True):
         print(f"job {job_id}: {state}")
     return _worst_exit(states)
 
@@ -147,11 +156,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     lab = _lab()
     lab.reap()
     if not args.job:
-        ids = lab.r.zrevrange("lava:jobs", 0, args.limit - 1)
+        ids = lab.r.zrevrange(LAB.jobs, 0, args.limit - 1)
         pipe = lab.r.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(f"lava:job:{job_id}", "state", "board", "device_type", "name", "submitted")
-        rows = [(job_id, *row) for job_id, row in zip(ids, pipe.execute()) if row[0]]
+            pipe.hmget(job_key(job_id), "state", "board", "device_type", "name", "submitted")
+        rows = [(job_id, *row) for job_id, row in zip(ids, pipe.execute(), strict=True) if row[0]]
         print(f"{'JOB':10}  {'STATE':10}  {'BOARD':14}  {'TYPE':14}  {'SUBMITTED':24}  NAME")
         for job_id, state, board, device_type, name, submitted in rows:
             print(f"{job_id:10}  {state:10}  {board or '-':14}  {device_type or '-':14}  "
@@ -161,8 +170,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     views = [status_view(get_job(lab.r, job_id)) for job_id in jobs]
     if group:
         states = {view["state"] for view in views}
-        state = next((s for s in ("Running", "Canceling", "Scheduled", "Submitted", "Incomplete", "Canceled")
-                      if s in states), "Complete")
+        state = next((s for s in GROUP_STATE_ORDER if s in states), JobState.COMPLETE).value  # YAML: a plain str
         print(yaml.safe_dump({"group": shown_id(group), "state": state, "members": views}, sort_keys=False,
                              width=120), end="")
     else:
@@ -208,12 +216,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         states = [_final_state(lab, j) for j in jobs] if args.wait else []
         print(f"group {group}: {state if not states else ', '.join(states)}")
         return EXIT_OK
-    if state == "Canceling":
+    if state == JobState.CANCELING:
         print(f"job {job_id}: canceling on board {board}")
         if args.wait:
             state = _final_state(lab, job_id)
             print(f"job {job_id}: {state}")
-    elif state == "Canceled":
+    elif state == JobState.CANCELED:
         print(f"job {job_id}: Canceled")
     else:
         print(f"job {job_id} is already {state}: nothing to cancel")

@@ -1,6 +1,6 @@
 """Job records, live logs and results in Redis.
 
-The job record is the hash ``lava:job:<id>``:
+The job record is the hash ``lava:{job:<id>}:record`` (``tasks.keys``):
 
 ``id``, ``name``, ``device_type``, ``tags``, ``priority``, ``submitter``, ``definition`` (the job YAML)
     what was submitted; ``id`` is the lab's (``tasks.ids``);
@@ -15,13 +15,16 @@ The job record is the hash ``lava:job:<id>``:
 ``attempt``, ``laststep``, ``nactions``, ``actions``
     the chain bookkeeping: each dispatch has a new attempt; every step claims
     ``laststep + 1`` of its attempt, so a duplicate or stale message does nothing;
+``needs``, ``score``, ``group``, ``role``, ``member``, ``pipelines``
+    what placement needs (device type and tags), the queue order, the
+    multinode group and role, the action names per device configuration;
 ``current``, ``durations``, ``error_type``, ``error``
     the action running now, each finished top-level action's duration and
     result, the error that ended the job.
 
-The log is the stream ``lava:job:<id>:log``: one entry ``r`` per record (the
+The log is the stream ``lava:{job:<id>}:log``: one entry ``r`` per record (the
 same ``{dt, lvl, msg}`` mapping as ``output.yaml``), then a last entry
-``end: <state>``. ``lava:job:<id>:steps`` lists every chain step that ran,
+``end: <state>``. ``lava:{job:<id>}:steps`` lists every chain step that ran,
 with its worker, process and times: the audit trail the tests check.
 """
 
@@ -32,26 +35,14 @@ import queue
 import re
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 from tasks.ids import InvalidJobId, check_job_id
-from tasks.scheduler import FINAL_STATES, SUBMIT_QUEUE, job_key
+from tasks.keys import FINAL_STATES, STREAM_MAXLEN, SUBMIT_QUEUE, JobState, job_key, log_key, results_key, steps_key
 
-STREAM_MAXLEN = 200_000
 TASK_ID = re.compile(r"[0-9a-fA-F-]{32,36}")  # what `celery call` prints
-
-
-def log_key(job_id: str) -> str:
-    return f"{job_key(job_id)}:log"
-
-
-def steps_key(job_id: str) -> str:
-    return f"{job_key(job_id)}:steps"
-
-
-def results_key(job_id: str) -> str:
-    return f"{job_key(job_id)}:results"
 
 
 class JobNotFound(LookupError):
@@ -96,7 +87,7 @@ def get_job(r: Any, job_id: str) -> dict[str, Any]:
 def iso(ms: Any) -> str | None:
     if ms in (None, "", "0"):
         return None
-    return datetime.fromtimestamp(int(ms) / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    return datetime.fromtimestamp(int(ms) / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 
 def shown_id(job_id: Any) -> int | str:
@@ -144,12 +135,15 @@ def job_results(r: Any, job_id: str) -> list[dict[str, Any]]:
     """The final results, or for a job that ended without its worker: what it logged plus the job's failure."""
     raw = r.get(results_key(job_id))
     if raw:
-        return json.loads(raw)
+        stored: list[dict[str, Any]] = json.loads(raw)
+        return stored
     record = get_job(r, job_id)
-    results = [rec["msg"] for rec in read_log(r, job_id) if rec.get("lvl") == "results" and isinstance(rec.get("msg"), dict)]
-    if record.get("state") in FINAL_STATES and not any(x.get("suite") == "lava" and x.get("case") == "job" for x in results):
+    results = [rec["msg"] for rec in read_log(r, job_id)
+               if rec.get("lvl") == "results" and isinstance(rec.get("msg"), dict)]
+    if record.get("state") in FINAL_STATES and not any(x.get("suite") == "lava" and x.get("case") == "job"
+                                                       for x in results):
         entry: dict[str, Any] = {"suite": "lava", "definition": "lava", "case": "job",
-                                 "result": "pass" if record["state"] == "Complete" else "fail"}
+                                 "result": "pass" if record["state"] == JobState.COMPLETE else "fail"}
         if record.get("error_type"):
             entry.update({"error_type": record["error_type"], "error_msg": record.get("error")})
         results.append(entry)

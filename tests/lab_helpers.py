@@ -176,17 +176,21 @@ class Lab:
         return self.redis.client()
 
     def board(self, name: str) -> dict[str, str]:
-        return self.r().hgetall(f"lava:board:{name}")
+        from tasks.keys import board_key
+
+        return self.r().hgetall(board_key(name))
 
     def wait_idle(self, name: str, timeout: float = 30) -> None:
+        from tasks.keys import board_key, type_keys
+
         def idle() -> bool:
             r = self.r()
-            board = r.hgetall(f"lava:board:{name}")
+            board = r.hgetall(board_key(name))
             if not board or board.get("job") or board.get("stopped") == "1":
                 return False
             if self.workers.get(name) is not None and self.workers[name].poll() is not None:
                 raise AssertionError(f"worker {name} exited: {self.logs[name].read_text()[-3000:]}")
-            return r.zscore(f"lava:idle:{board['device_type']}", name) is not None and self.consuming(name)
+            return r.zscore(type_keys(board["device_type"]).idle, name) is not None and self.consuming(name)
         wait_for(idle, timeout, f"board {name} idle")
 
     def consuming(self, name: str) -> bool:

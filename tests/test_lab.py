@@ -18,6 +18,7 @@ import pytest
 
 from lab_helpers import (ROOT, Lab, RedisServer, local_job, make_certs, processes_mentioning, running_lab,
                          wait_for)
+from tasks.keys import LAB, job_key
 
 pytestmark = pytest.mark.lab
 
@@ -265,9 +266,9 @@ def job_of_task(lab, task_id, timeout=60):
 def record_of_task(lab, task_id):
     """The record whose client_ref is a `celery call`'s task id (a refused submission has no result)."""
     r = lab.r()
-    for job_id in r.zrange("lava:jobs", 0, -1):
-        if r.hget(f"lava:job:{job_id}", "client_ref") == task_id:
-            return r.hgetall(f"lava:job:{job_id}")
+    for job_id in r.zrange(LAB.jobs, 0, -1):
+        if r.hget(job_key(job_id), "client_ref") == task_id:
+            return r.hgetall(job_key(job_id))
     return None
 
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from lab_helpers import ROOT, descendants_by_env, local_job, processes_mentioning, running_lab, wait_for
+from tasks.keys import LAB, board_key, job_key, results_key
 
 FINAL = ("Complete", "Incomplete", "Canceled")
-KEY_OF_A_JOB = re.compile(r"^lava:job:\d+(\.\d+)?(:log|:steps|:results)?$")
+KEY_OF_A_JOB = re.compile(r"^lava:\{job:\d+(\.\d+)?\}:(record|log|steps|results)$")
 
 
 # ---------------------------------------------------------------- pure rules
@@ -47,8 +48,8 @@ def test_keys_are_never_built_from_a_client_id():
     from tasks.records import log_key, results_key
     from tasks.scheduler import group_key, job_key
 
-    assert job_key("12") == "lava:job:12" and results_key("12.0") == "lava:job:12.0:results"
-    assert group_key("12") == "lava:group:12"
+    assert job_key("12") == "lava:{job:12}:record" and results_key("12.0") == "lava:{job:12.0}:results"
+    assert group_key("12") == "lava:{group:12}:record"
     for bad in ("12:results", "group:abc", "../x", "12 "):
         with pytest.raises(InvalidJobId):
             job_key(bad)
@@ -134,7 +135,7 @@ def test_a_bad_redis_url_is_refused_in_one_line(url, tmp_path):
 
 
 def record(lab, job_id):
-    return lab.r().hgetall(f"lava:job:{job_id}")
+    return lab.r().hgetall(job_key(job_id))
 
 
 def wait_final(lab, job_id, timeout=60.0):
@@ -203,14 +204,14 @@ def test_hostile_celery_task_ids_are_only_correlation_handles():
             # queued (the board is busy), and no key but the lab's own job keys
             assert sorted(sched.queue("local-shell")) == sorted(ids)
             r = lab.r()
-            assert [k for k in r.scan_iter(match="lava:job:*") if not KEY_OF_A_JOB.match(k)] == []
-            assert list(r.scan_iter(match="lava:group:*")) == []
-            assert r.type(f"lava:job:{blocker}") == "hash" and not r.exists(f"lava:job:{blocker}:results")
+            assert [k for k in r.scan_iter(match="lava:{job:*") if not KEY_OF_A_JOB.match(k)] == []
+            assert list(r.scan_iter(match="lava:{group:*")) == []
+            assert r.type(job_key(blocker)) == "hash" and not r.exists(results_key(blocker))
             assert record(lab, blocker)["state"] == "Running"
 
             release.touch()
             assert wait_final(lab, blocker, 60)["state"] == "Complete"
-            assert r.type(f"lava:job:{blocker}:results") == "string"
+            assert r.type(results_key(blocker)) == "string"
             for job_id in ids:
                 rec = wait_final(lab, job_id, 60)
                 assert rec["state"] == "Complete", rec
@@ -273,25 +274,25 @@ def test_tasks_submit_with_wrong_arguments_leaves_a_record_saying_why():
             assert rec["state"] == "Incomplete" and rec["error_type"] == "Job", rec
             assert message in rec["error"] and rec["error"].startswith("the job is rejected"), rec["error"]
             assert rec["client_ref"] == task_id
-            assert r.zscore("lava:jobs", job_id) is not None  # `lava-dispatch status` lists it
+            assert r.zscore(LAB.jobs, job_id) is not None  # `lava-dispatch status` lists it
             status = subprocess.run([sys.executable, "-m", "tasks.cli", "status", job_id], cwd=ROOT, env=lab.env,
                                     capture_output=True, text=True, timeout=60)
             import yaml
 
             shown = yaml.safe_load(status.stdout)
             assert shown["state"] == "Incomplete" and message in shown["error"], status.stdout
-        assert r.zcard("lava:pending") == 0 and r.hget("lava:board:arg1", "job") == ""
+        assert r.zcard(LAB.pending) == 0 and r.hget(board_key("arg1"), "job") == ""
         # the same task with right arguments runs
         good = app.send_task("tasks.submit", args=[text], kwargs={"priority": "low", "queue_anyway": False})
         job_id = good.get(timeout=60)
         rec = wait_final(lab, job_id, 60)
         assert rec["state"] == "Complete" and rec["priority"] == "0"
         # the same message delivered again (same task id) gets the first answer, not a second job
-        jobs, last_id = r.zcard("lava:jobs"), r.get("lava:last_id")
+        jobs, last_id = r.zcard(LAB.jobs), r.get(LAB.last_id)
         app.send_task("tasks.submit", args=[text], task_id=good.id)
         done = f"Task tasks.submit[{good.id}] succeeded".encode()
         wait_for(lambda: lab.logs["arg1"].read_bytes().count(done) == 2, 60, "the second delivery to be handled")
-        assert (r.zcard("lava:jobs"), r.get("lava:last_id")) == (jobs, last_id)
+        assert (r.zcard(LAB.jobs), r.get(LAB.last_id)) == (jobs, last_id)
         assert app.AsyncResult(good.id).get(timeout=10) == job_id
 
 
@@ -307,7 +308,7 @@ def test_cli_priority_is_refused_not_coerced():
         for value in ("1.5", "HIGH", "true", "101"):
             out = submit("--priority", value)
             assert out.returncode == 2 and "priority" in out.stderr and "Traceback" not in out.stderr, out.stderr
-        assert lab.r().zcard("lava:jobs") == 0
+        assert lab.r().zcard(LAB.jobs) == 0
         out = submit("--priority", "75")
         assert out.returncode == 0, out.stderr
         assert record(lab, out.stdout.split()[0])["priority"] == "75"

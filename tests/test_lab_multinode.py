@@ -17,6 +17,7 @@ import pytest
 
 from conftest import kvm_images
 from lab_helpers import ROOT, processes_mentioning, running_lab, wait_for
+from tasks.keys import group_key, job_key, log_key
 
 pytestmark = pytest.mark.lab
 
@@ -36,12 +37,12 @@ def scheduler(lab):
 
 
 def state(lab, job_id):
-    return lab.r().hget(f"lava:job:{job_id}", "state")
+    return lab.r().hget(job_key(job_id), "state")
 
 
 def wait_group(lab, jobs, timeout):
     wait_for(lambda: all(state(lab, job) in FINAL for job in jobs), timeout, f"group {jobs} to end")
-    return {job: lab.r().hgetall(f"lava:job:{job}") for job in jobs}
+    return {job: lab.r().hgetall(job_key(job)) for job in jobs}
 
 
 def results(lab, job_id):
@@ -130,7 +131,7 @@ def test_a_killed_member_makes_the_others_time_out_naming_it(lab):
     submitted = scheduler(lab).submit(multinode_job({"node": 3}, steps, protocol_timeout=25))
     group = submitted.job_id
     victim_job = next(a.job for a in submitted.assignments if a.board == "mk1")
-    wait_for(lambda: "waiting" in "".join(str(r) for r in lab.r().xrange(f"lava:job:{victim_job}:log")), 60,
+    wait_for(lambda: "waiting" in "".join(str(r) for r in lab.r().xrange(log_key(victim_job))), 60,
              "the victim's test to be running")
     os.kill(lab.child_pid("mk1"), signal.SIGKILL)
     started = time.monotonic()
@@ -167,7 +168,7 @@ def test_canceling_one_member_cancels_the_group(lab):
     lab.start_worker("cx2")
     submitted = scheduler(lab).submit(multinode_job({"node": 2}, {"node": ["lava-sync s", "echo SLEEPING-NOW", "sleep 120"]}))
     wait_for(lambda: all(state(lab, j) == "Running" for j in submitted.members), 60, "the group to run")
-    wait_for(lambda: all("SLEEPING-NOW" in "".join(str(x) for x in lab.r().xrange(f"lava:job:{j}:log"))
+    wait_for(lambda: all("SLEEPING-NOW" in "".join(str(x) for x in lab.r().xrange(log_key(j)))
                          for j in submitted.members), 60, "the test to be running")
     result = subprocess.run([sys.executable, "-m", "tasks.cli", "cancel", submitted.members[0]],
                             capture_output=True, text=True, env=os.environ, cwd=ROOT)
@@ -190,7 +191,7 @@ def test_a_queued_group_waits_for_all_its_boards_without_holding_one(lab):
     lab.start_worker("q2")
     records = wait_group(lab, pair.members, 60)
     assert {r["state"] for r in records.values()} == {"Complete"}
-    assert json.loads(lab.r().hget(f"lava:group:{pair.job_id}", "members"))
+    assert json.loads(lab.r().hget(group_key(pair.job_id), "members"))
 
 
 def seed_server_client_job(images) -> str:

@@ -15,7 +15,7 @@ import pytest
 import schema_twin_boot
 import schema_twin_deploy
 
-from pipeline.job import job_json_schema
+from pipeline.parser import job_json_schema
 from pipeline.schema import Model
 
 

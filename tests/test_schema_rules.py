@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_validation import BOOT, DEPLOY, HEAD, MULTINODE_HEAD, job
 
-from pipeline.job import ProblemList, parse_job
+from pipeline.errors import ProblemList
+from pipeline.parser import parse_job
 from pipeline.schema import BeforeValidator, Field, Model, ValidationError
 
 

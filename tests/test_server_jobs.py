@@ -15,6 +15,8 @@ import pytest
 
 from lab_helpers import RedisServer, make_tempdir, remove_tree
 
+from tasks.keys import LAB, job_key, log_key
+
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
@@ -47,9 +49,9 @@ def archive(store, job_id: str, **fields) -> None:
 
 def live(store, job_id: str, state: str, **fields) -> None:
     r = store.r
-    r.hset(f"lava:job:{job_id}", mapping={"id": job_id, "name": f"job {job_id}", "state": state,
+    r.hset(job_key(job_id), mapping={"id": job_id, "name": f"job {job_id}", "state": state,
                                           "device_type": "kvm", "submitted": 1772366400000, **fields})
-    r.zadd("lava:jobs", {job_id: int(job_id.split(".")[0])})
+    r.zadd(LAB.jobs, {job_id: int(job_id.split(".")[0])})
 
 
 def test_listing_merges_the_labs_unarchived_jobs_and_the_archive_on_every_page(store):
@@ -58,13 +60,13 @@ def test_listing_merges_the_labs_unarchived_jobs_and_the_archive_on_every_page(s
     archive(store, "24.0", multinode_group="24")
     archive(store, "24.1", multinode_group="24")
     live(store, "21", "Submitted")
-    store.r.zadd("lava:pending", {"21": 1})
+    store.r.zadd(LAB.pending, {"21": 1})
     live(store, "22", "Running", board="qemu01")
-    store.r.zadd("lava:leases", {"22": 1})
+    store.r.zadd(LAB.leases, {"22": 1})
     live(store, "23", "Complete")  # ended, older than the archive's newest, not archived yet: listed once it is
     live(store, "30", "Complete")  # archived, not marked so in Redis yet: listed once
     live(store, "31", "Running")
-    store.r.zadd("lava:leases", {"31": 1})
+    store.r.zadd(LAB.leases, {"31": 1})
     live(store, "32", "Complete")
     expected = ["32", "31", "30", "29", "28", "27", "26", "25", "24.1", "24.0", "22", "21"] + \
         [str(n) for n in range(20, 0, -1)]
@@ -105,8 +107,8 @@ def test_live_logs_are_read_by_line_through_checkpoints(store):
     records = [{"dt": f"t{n}", "lvl": "info", "msg": f"line {n}"} for n in range(2500)]
     pipe = store.r.pipeline()
     for record in records:
-        pipe.xadd("lava:job:5:log", {"r": json.dumps(record)})
-    pipe.xadd("lava:job:5:log", {"end": "Complete"})
+        pipe.xadd(log_key("5"), {"r": json.dumps(record)})
+    pipe.xadd(log_key("5"), {"end": "Complete"})
     pipe.execute()
     lines = [record_line(r).rstrip("\n") for r in records]
     live_logs = store.live_logs

@@ -16,6 +16,8 @@ import yaml
 from lab_helpers import local_job, wait_for
 from server_lab import lab_server, lavacli
 
+from tasks.keys import board_key
+
 pytestmark = pytest.mark.lab
 
 
@@ -125,7 +127,7 @@ def test_devices_list_show_and_health_update(served):
     lavacli(served, "devices", "update", "loc2", "--health", "MAINTENANCE", "--reason", "a loose cable", user="root")
     assert re.search(r"^health\s+: Maintenance$", lavacli(served, "devices", "show", "loc2").stdout, re.M)
     assert "* loc2 (local-shell): Idle,Maintenance" in lavacli(served, "devices", "list").stdout
-    assert served.redis().hget("lava:board:loc2", "health") == "Maintenance"
+    assert served.redis().hget(board_key("loc2"), "health") == "Maintenance"
     from server.archive import health_history
 
     change = health_history("loc2", engine=served.engine())[0]

@@ -24,6 +24,8 @@ import yaml
 from lab_helpers import ROOT, free_port, local_job, wait_for
 from server_lab import lab_server
 
+from tasks.keys import notified_key
+
 pytestmark = pytest.mark.lab
 SECRET = "kci-callback-secret-0123456789"
 
@@ -174,7 +176,7 @@ def test_criteria_decide_and_the_submit_refuses_what_cannot_be_sent(served, rece
     job_id = submit(served, kernelci_job("kci-only-failures", f"{receiver.url}/failures", ["true"],
                                          status="incomplete"))
     wait_for(lambda: f"job {job_id} archived" in served.log.read_text(), 60, "the job to be archived")
-    assert not served.redis().exists(f"lava:notified:{job_id}:0") and not receiver.to("/failures")
+    assert not served.redis().exists(notified_key(job_id, 0)) and not receiver.to("/failures")
     refusals = {
         kernelci_job("x", f"{receiver.url}/x", ["true"], token="no-such-token"):
             "notify.callback.token: user alice has no remote token named 'no-such-token'",
