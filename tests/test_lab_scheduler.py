@@ -302,14 +302,14 @@ def test_forget_only_an_offline_idle_board(lab):
 
 def test_a_submit_parses_the_job_once_and_builds_its_pipeline_once(lab, monkeypatch):
     """Validation builds the pipeline; the chain is sent with the names it gave, and so is a queued job's."""
-    import pipeline.job
-    import pipeline.strategies
+    import pipeline.parser
+    import pipeline.builder
     from tasks import chains
 
     register(lab, "b1")
     calls = {"parse": 0, "build": 0}
     sent = []
-    real_parse, real_build = pipeline.job.parse_job, pipeline.strategies.build_pipeline
+    real_parse, real_build = pipeline.parser.parse_job, pipeline.builder.build_pipeline
 
     def parse(text):
         calls["parse"] += 1
@@ -319,8 +319,8 @@ def test_a_submit_parses_the_job_once_and_builds_its_pipeline_once(lab, monkeypa
         calls["build"] += 1
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline.job, "parse_job", parse)
-    monkeypatch.setattr(pipeline.strategies, "build_pipeline", build)
+    monkeypatch.setattr(pipeline.parser, "parse_job", parse)
+    monkeypatch.setattr(pipeline.builder, "build_pipeline", build)
     monkeypatch.setattr(chains, "send_chain", lambda job, board, attempt, names, *a, **k: sent.append((job, names)))
     first = lab.submit(local_job("first"))
     assert calls == {"parse": 1, "build": 1}
