@@ -20,7 +20,7 @@ lint: install
 	lint-imports
 
 # Everything, QEMU boards included (what CI runs).
-test: install images services
+test: install images services lint
 	$(PYTEST) -q -ra
 
 # A quick loop: no emulated boards, no worker processes.

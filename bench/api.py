@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import requests  # noqa: E402
-
 from archive import database, fill, log_line  # noqa: E402  (bench/archive.py)
 from lab_helpers import RedisServer, free_port, wait_for  # noqa: E402
+
 from server import archive, auth, db  # noqa: E402
 
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,7 +37,7 @@ from sqlalchemy.pool import NullPool  # noqa: E402
 from server import archive, db  # noqa: E402
 from server.models import Job  # noqa: E402
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STATES = ("Finished",) * 8 + ("Running", "Submitted")
 HEALTHS = ("Complete",) * 7 + ("Incomplete", "Incomplete", "Canceled")
 TYPES = ("kvm", "bbb", "panda", "arm64-uboot", "local-shell")

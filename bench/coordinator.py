@@ -278,8 +278,8 @@ def bench_end_to_end(coordinator, size: int, rounds: int) -> tuple[list[float], 
     import yaml
 
     from pipeline.device import load_device
-    from pipeline.parser import parse_job
     from pipeline.multinode_local import run_members
+    from pipeline.parser import parse_job
 
     root = Path(__file__).resolve().parent.parent
     device = load_device(root / "sample_jobs" / "devices" / "local01.yaml")

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pexpect
@@ -97,7 +97,7 @@ def phases(output: Path, started_wall: float, ended_wall: float) -> dict[str, fl
     records = yaml.safe_load((output / "output.yaml").read_text())
 
     def stamp(record: dict) -> float:
-        return datetime.fromisoformat(record["dt"]).replace(tzinfo=timezone.utc).timestamp()
+        return datetime.fromisoformat(record["dt"]).replace(tzinfo=UTC).timestamp()
 
     def at(prefix: str) -> float:
         return stamp(next(r for r in records if isinstance(r["msg"], str) and r["msg"].startswith(prefix)))

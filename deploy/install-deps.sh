@@ -30,4 +30,4 @@ if ! "$PYTHON" -c "import tasks.cli, celery, redis, pexpect, flower" 2>/dev/null
 fi
 # An editable install is not byte-compiled: without .pyc files (or with
 # PYTHONDONTWRITEBYTECODE set) every command compiles its modules again.
-"$PYTHON" -m compileall -q pipeline tasks coordinator
+"$PYTHON" -m compileall -q pipeline tasks coordinator server

@@ -26,7 +26,8 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pipeline.schema import BeforeValidator, Field, Model
+from pipeline.fields import Field
+from pipeline.schema import BeforeValidator, Model
 
 CALLBACK_METHODS = ("GET", "POST")
 DATASETS = ("minimal", "logs", "results", "all")
@@ -61,7 +62,7 @@ def _status(value: Any) -> str:
                          f"use one of {', '.join(END_STATUSES)}")
     if value not in END_STATUSES:
         raise ValueError(f"{value!r} is not one of {', '.join(END_STATUSES)}")
-    return value
+    return str(value)
 
 
 def _refused(reason: str) -> Any:

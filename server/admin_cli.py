@@ -123,8 +123,8 @@ def tokens(argv: Sequence[str]) -> int:
                 return _refused(str(error))
             print(f"remote token {args.token} of {args.name} stored")
         elif args.command == "list-remote":
-            rows = [(t.name, t.created.strftime("%Y-%m-%d %H:%M:%S")) for t in auth.list_remote_tokens(args.name)]
-            _table(("NAME", "CREATED"), rows)
+            remote = [(t.name, t.created.strftime("%Y-%m-%d %H:%M:%S")) for t in auth.list_remote_tokens(args.name)]
+            _table(("NAME", "CREATED"), remote)
         elif args.command == "delete-remote":
             if not auth.delete_remote_token(args.name, args.token):
                 return _refused(f"{args.name} has no remote token {args.token}")

@@ -49,7 +49,8 @@ def create_app(service: LabService | None = None) -> FastAPI:
         reason = unavailable_reason(exc) or "the server cannot answer now"
         return JSONResponse({"detail": reason, "message": reason}, status_code=503, headers={"Retry-After": "5"})
 
-    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
     from sqlalchemy.exc import OperationalError
 
     for kind in (RedisConnectionError, RedisTimeoutError, OperationalError):

@@ -19,7 +19,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, Select, delete, func, insert, select
@@ -72,7 +72,7 @@ def _time(name: str, value: Any) -> datetime | None:
             raise ValueError(f"{name}: {value!r} is not an ISO 8601 time") from None
     if not isinstance(value, datetime):
         raise ValueError(f"{name}: a datetime or an ISO 8601 string is needed, not {type(value).__name__}")
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:

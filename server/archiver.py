@@ -23,8 +23,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import Engine, func, select
 
@@ -33,8 +34,8 @@ from server import archive as store
 from server.db import session
 from server.models import Job
 from tasks.ids import is_job_id
-from tasks.records import JobNotFound, get_job, iso, job_results, read_log
 from tasks.keys import FINAL_STATES, ID_COUNTER, LAB, job_key, notified_key
+from tasks.records import JobNotFound, get_job, iso, job_results, read_log
 
 log = logging.getLogger("lava-dispatch.archiver")
 ENDED = LAB.ended
@@ -138,7 +139,7 @@ def sweep(r: Any, send: Callable[[str], None], engine: Engine | None = None, bat
         pipe = r.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(job_key(job_id), "state", "archived")
-        for job_id, (state, archived) in zip(ids, pipe.execute()):
+        for job_id, (state, archived) in zip(ids, pipe.execute(), strict=True):
             if state in FINAL_STATES and not archived:
                 send(job_id)
                 sent += 1

@@ -38,7 +38,8 @@ class Unavailable(ApiError):
 
 def unavailable_reason(exc: BaseException) -> str | None:
     """Why ``exc`` means the server cannot answer now (Redis or the database away), or None."""
-    from redis.exceptions import ConnectionError as RedisConnectionError, TimeoutError as RedisTimeoutError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
     from sqlalchemy.exc import OperationalError
 
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):

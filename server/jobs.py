@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, or_, select
@@ -89,7 +89,7 @@ class JobInfo:
 def _time(ms: Any) -> datetime | None:
     if ms in (None, "", "0", 0):
         return None
-    return datetime.fromtimestamp(int(ms) / 1000, timezone.utc)
+    return datetime.fromtimestamp(int(ms) / 1000, UTC)
 
 
 def visibility_of(value: Any) -> str:
@@ -239,7 +239,7 @@ class JobStore:
                                         .where(*where, _after(job.key))).scalar_one()
                               if total_archived and job.key[0] <= newest else 0)
                      for index, job in enumerate(live)]
-        page_live = [job for job, rank in zip(live, ranks) if offset <= rank < offset + limit]
+        page_live = [job for job, rank in zip(live, ranks, strict=True) if offset <= rank < offset + limit]
         archived_offset = offset - sum(1 for rank in ranks if rank < offset)
         wanted = limit - len(page_live)
         rows: list[JobInfo] = []
@@ -277,7 +277,7 @@ class JobStore:
         pipe = self.r.pipeline(transaction=False)
         for job_id in ids:
             pipe.hmget(job_key(job_id), *LIST_FIELDS, "archived")
-        records = [dict(zip((*LIST_FIELDS, "archived"), row)) for row in pipe.execute()]
+        records = [dict(zip((*LIST_FIELDS, "archived"), row, strict=True)) for row in pipe.execute()]
         records = [rec for rec in records if rec["id"] and not rec["archived"]]
         with session(self.engine) as s:
             known = set(s.execute(select(ArchivedJob.id).where(ArchivedJob.id.in_([r["id"] for r in records])))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.log import record_line
-from tasks.records import log_key
+from tasks.keys import log_key
 
 CHECKPOINT = 100
 BATCH = 1000

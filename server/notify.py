@@ -81,7 +81,7 @@ def retries() -> int:
 
 
 def retry_delay(attempt: int) -> float:
-    return _number("LAVA_DISPATCH_NOTIFY_RETRY_SECONDS", 10.0) * 2 ** attempt
+    return float(_number("LAVA_DISPATCH_NOTIFY_RETRY_SECONDS", 10.0) * 2.0 ** attempt)
 
 
 def job_notify(definition: str) -> Notify | None:
@@ -106,7 +106,7 @@ def submit_problems(notify: Notify | None, user: str, remote_secret: Any) -> lis
                         "add a callback")
     places = ["notify.callback"] * bool(notify.callback) + [f"notify.callbacks[{i}]"
                                                              for i in range(len(notify.callbacks or []))]
-    for place, callback in zip(places, notify.all_callbacks()):
+    for place, callback in zip(places, notify.all_callbacks(), strict=True):
         if not host_allowed(callback.url):
             problems.append(f"{place}.url: the host of {callback.url!r} is not one LAVA_DISPATCH_NOTIFY_ALLOW "
                             f"allows ({', '.join(allowed_hosts() or [])})")

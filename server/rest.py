@@ -34,11 +34,13 @@ class Json(JSONResponse):
 
 
 async def service(request: Request) -> LabService:  # async: no thread hop for what never blocks
-    return request.app.state.service
+    found: LabService = request.app.state.service
+    return found
 
 
 async def caller(request: Request) -> Caller:
-    return request.state.caller
+    found: Caller = request.state.caller
+    return found
 
 
 router = APIRouter(prefix="/api/v0.2", tags=["LAVA REST API v0.2"], default_response_class=Json)

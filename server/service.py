@@ -114,7 +114,7 @@ class LabService:
             pipe.hmget(board_key(board["board"]), "health", "description")
             pipe.hget(job_key(board["job"]), "state") if board["job"] else pipe.echo("")
         answers = pipe.execute()
-        for board, (health, description), job_state in zip(boards, answers[0::2], answers[1::2]):
+        for board, (health, description), job_state in zip(boards, answers[0::2], answers[1::2], strict=True):
             board["health"] = health or self._last_health(board["board"])
             board["description"] = description or ""
             board["job_state"] = job_state or ""

@@ -58,7 +58,7 @@ def engine() -> Any:
     return get_engine()
 
 
-@app.task(name=ARCHIVE_TASK, bind=True, max_retries=None)
+@app.task(name=ARCHIVE_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]  # Celery has no types
 def archive_job(self: Any, job_id: Any) -> str:
     """Move an ended job into the archive, then send its notify callbacks (each its own task)."""
     from redis.exceptions import RedisError
@@ -75,14 +75,14 @@ def archive_job(self: Any, job_id: Any) -> str:
             return outcome
         indexes = archiver.callbacks_to_send(r, job_id, engine())
     except (OperationalError, RedisError) as exc:  # the database or Redis away: later, not never
-        raise self.retry(countdown=min(60, 2 ** min(self.request.retries, 6)), exc=exc)
+        raise self.retry(countdown=min(60, 2 ** min(self.request.retries, 6)), exc=exc) from exc
     log.info("job %s archived", job_id)
     for index in indexes:
         notify_job.apply_async((job_id, index), queue=QUEUE)
     return outcome
 
 
-@app.task(name=NOTIFY_TASK, bind=True, max_retries=None)
+@app.task(name=NOTIFY_TASK, bind=True, max_retries=None)  # type: ignore[untyped-decorator]  # Celery has no types
 def notify_job(self: Any, job_id: str, index: int) -> str:
     """Send callback ``index`` of an archived job; tried again with growing delays, then given up (logged)."""
     from server import archive, formats, notify
@@ -115,7 +115,7 @@ def notify_job(self: Any, job_id: str, index: int) -> str:
         if self.request.retries < notify.retries():
             delay = notify.retry_delay(self.request.retries)
             log.warning("job %s: %s; trying again in %g s", job_id, exc, delay)
-            raise self.retry(countdown=delay, exc=exc)
+            raise self.retry(countdown=delay, exc=exc) from exc
         log.error("job %s: %s; given up after %d tries (the job's result is unchanged)", job_id, exc,
                   self.request.retries + 1)
         return "failed"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import inspect
 import logging
 import xmlrpc.client
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from server import formats
 from server.errors import ApiError, BadRequest, Unauthorized, Unavailable, unavailable_reason
@@ -102,7 +103,8 @@ def jobs_resubmit(ctx: Context, job_id: Any) -> int | list[str]:
 
 @method("scheduler.resubmit_job")
 def resubmit_job(ctx: Context, job_id: Any) -> int | list[str]:
-    return jobs_resubmit(ctx, job_id)
+    ids: int | list[str] = jobs_resubmit(ctx, job_id)
+    return ids
 
 
 @method("scheduler.jobs.cancel")
@@ -116,7 +118,8 @@ def jobs_cancel(ctx: Context, job_id: Any) -> bool:
 def cancel_job(ctx: Context, job_id: Any) -> bool:
     if job_id in (None, ""):
         raise BadRequest("Bad request: TestJob id was not specified.")
-    return jobs_cancel(ctx, job_id)
+    canceled: bool = jobs_cancel(ctx, job_id)
+    return canceled
 
 
 @method("scheduler.jobs.show")

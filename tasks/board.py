@@ -91,10 +91,10 @@ class BoardRuntime:
 
     def startup(self) -> None:
         # Import the engine now, not in the first job's start step.
-        import pipeline.actions.boot  # noqa: F401
-        import pipeline.actions.deploy  # noqa: F401
-        import pipeline.actions.test  # noqa: F401
         import pipeline.runner  # noqa: F401
+        from pipeline.builtin import load_builtin
+
+        load_builtin()
 
         killed = kill_recorded_helpers(self.pid_file)
         if killed:

@@ -15,7 +15,8 @@ import signal
 import tempfile
 from pathlib import Path
 
-from pipeline.processes import kill_group, kill_stale_groups, terminate
+from pipeline.processes import kill_group, kill_stale_groups
+from pipeline.termination import terminate
 from tasks import config
 
 

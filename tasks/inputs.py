@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import stat
 
-from pipeline.errors import ProblemList
-from pipeline.yamlload import MAX_BYTES_ENV, YamlRejected, max_bytes_from_env
+from pipeline.errors import ProblemList, YamlRejected
+from pipeline.yamlload import MAX_BYTES_ENV, max_bytes_from_env
 
 
 class UsageError(Exception):

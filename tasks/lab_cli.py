@@ -273,11 +273,11 @@ def cmd_server_group(args: argparse.Namespace) -> int:
     """``server``, ``users``, ``tokens``, ``db``: the lab server's commands, imported only when used."""
     if args.command == "server":
         from server.serve import main
-    else:
-        from server.admin_cli import GROUPS
 
-        main = GROUPS[args.command]
-    return main(args.argv)
+        return main(args.argv)
+    from server.admin_cli import GROUPS
+
+    return GROUPS[args.command](args.argv)
 
 
 def add_server_commands(sub: Any) -> None:

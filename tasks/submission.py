@@ -112,8 +112,8 @@ def validate_for_type(lab: LabState, job: Job, device_type: str,
 
     (the problems found, device sha -> the action names, board -> device sha).
     """
-    from pipeline.errors import ProblemList
     from pipeline.builder import build_pipeline
+    from pipeline.errors import ProblemList
 
     shas = lab.type_board_shas(device_type)
     names: chains.PipelineNames = {}

@@ -50,14 +50,13 @@ def pytest_configure(config):
 
 import functools
 import http.server
-import textwrap
 import os
 import signal
 import subprocess
+import textwrap
 import threading
 
 import yaml
-
 from lab_helpers import wait_for  # noqa: F401 - one deadline wait for every test module
 
 

@@ -15,9 +15,10 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from lab_helpers import ROOT, Lab, descendants_by_env, free_port, running_lab, wait_for
 

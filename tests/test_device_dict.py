@@ -11,11 +11,16 @@ from typing import TYPE_CHECKING
 
 import pytest
 import yaml
-
 from conftest import DEVICES, ROOT, SAMPLES
+
 from pipeline.device import device_config_text, load_device, load_device_dictionary, parse_device
-from pipeline.device_dict import (PROJECT_TEMPLATES, check_job_context, device_types_path, is_device_dictionary,
-                                  render_device_dictionary)
+from pipeline.device_dict import (
+    PROJECT_TEMPLATES,
+    check_job_context,
+    device_types_path,
+    is_device_dictionary,
+    render_device_dictionary,
+)
 from pipeline.dispatcher_config import DispatcherConfig
 from pipeline.errors import ProblemList
 from pipeline.parser import parse_job

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import DEVICES, SAMPLES
+
 from pipeline.action import Action, Pipeline, RetryAction, run_action
 from pipeline.builder import build_pipeline
 from pipeline.context import JobContext

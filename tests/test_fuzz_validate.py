@@ -27,10 +27,10 @@ import re
 
 import pytest
 import yaml
+from conftest import DEVICES, SAMPLES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import DEVICES, SAMPLES
 from pipeline.device import Device, load_device, parse_device
 from pipeline.errors import ProblemList
 from pipeline.job import Job

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import run_job
+
 from pipeline import safefs
 from pipeline.archive import safe_extract
 from pipeline.download import file_roots_from_env, local_path
@@ -271,6 +271,7 @@ def test_errors_about_a_fetched_file_never_quote_it(tmp_path, content):
 @pytest.mark.lab
 def test_a_lab_worker_reads_no_host_file_unless_roots_are_set(tmp_path):
     from lab_helpers import local_job, running_lab, wait_for
+
     from tasks.records import get_job
     from tasks.scheduler import Lab as Scheduler
 

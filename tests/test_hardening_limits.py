@@ -20,8 +20,8 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-
 from conftest import run_job
+
 from pipeline import limits
 from pipeline.archive import safe_extract
 from pipeline.download import download

@@ -15,7 +15,6 @@ from xml.etree import ElementTree
 
 import pytest
 import yaml
-
 from conftest import DEVICES, run_cli, run_job
 from test_local_board import local_job
 

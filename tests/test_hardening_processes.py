@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import DEVICES, ROOT, cmdline_of, processes_matching, wait_for
 from lab_helpers import local_job, running_lab
+
 from pipeline.jobscope import CGROUP_SETTING, cgroup2_mount, cgroup_base
 from pipeline.processes import ProcessRegistry, kill_stale_groups
 

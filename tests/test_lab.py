@@ -15,9 +15,8 @@ import time
 from collections import defaultdict
 
 import pytest
+from lab_helpers import ROOT, Lab, RedisServer, local_job, make_certs, processes_mentioning, running_lab, wait_for
 
-from lab_helpers import (ROOT, Lab, RedisServer, local_job, make_certs, processes_mentioning, running_lab,
-                         wait_for)
 from tasks.keys import LAB, job_key
 
 pytestmark = pytest.mark.lab

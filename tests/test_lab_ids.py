@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from lab_helpers import ROOT, descendants_by_env, local_job, processes_mentioning, running_lab, wait_for
+
 from tasks.keys import LAB, board_key, job_key, results_key
 
 FINAL = ("Complete", "Incomplete", "Canceled")

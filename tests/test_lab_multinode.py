@@ -14,9 +14,9 @@ import sys
 import time
 
 import pytest
-
 from conftest import kvm_images
 from lab_helpers import ROOT, processes_mentioning, running_lab, wait_for
+
 from tasks.keys import group_key, job_key, log_key
 
 pytestmark = pytest.mark.lab

@@ -8,7 +8,6 @@ import time
 from collections import defaultdict
 
 import pytest
-
 from conftest import kvm_images
 from lab_helpers import KVM_DEVICE, LOCAL_DEVICE, local_job, processes_mentioning, wait_for
 from test_lab import assert_each_step_ran_once, lab, record, scheduler, wait_final  # noqa: F401 - fixture

@@ -11,8 +11,8 @@ import subprocess
 import sys
 
 import pytest
-
 from lab_helpers import ROOT, RedisServer, local_job, make_tempdir, remove_tree, wait_for
+
 from pipeline.device import load_device
 from pipeline.errors import ProblemList
 from tasks.keys import LAB, board_key, control_channel, group_key, group_request, job_key, type_keys
@@ -302,8 +302,8 @@ def test_forget_only_an_offline_idle_board(lab):
 
 def test_a_submit_parses_the_job_once_and_builds_its_pipeline_once(lab, monkeypatch):
     """Validation builds the pipeline; the chain is sent with the names it gave, and so is a queued job's."""
-    import pipeline.parser
     import pipeline.builder
+    import pipeline.parser
     from tasks import chains
 
     register(lab, "b1")

@@ -16,7 +16,6 @@ import textwrap
 
 import pytest
 import yaml
-
 from conftest import DEVICES, ROOT, cmdline_of, processes_matching, run_job, wait_for
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")

@@ -7,7 +7,6 @@ import textwrap
 
 import pytest
 import yaml
-
 from conftest import run_job
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import device_path, run_cli
 from test_validation import device_types_of, sample_jobs
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import DEVICES, kvm_images, processes_matching, run_job
 
 pytestmark = [pytest.mark.qemu, pytest.mark.usefixtures("no_leftovers")]

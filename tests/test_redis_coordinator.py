@@ -22,6 +22,7 @@ import pytest
 redis = pytest.importorskip("redis")
 
 from conftest import wait_for  # noqa: E402
+
 from coordinator import RedisCoordinator  # noqa: E402
 from coordinator.redis_coordinator import group_keys  # noqa: E402
 from pipeline.errors import InfrastructureError, JobError  # noqa: E402

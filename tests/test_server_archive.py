@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import tracemalloc
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select, text
@@ -18,7 +18,7 @@ from server.models import Job, LogChunk, Result
 
 pytest_plugins = ("server_fixtures",)  # db_url, engine, lab_env: on SQLite and PostgreSQL
 
-T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def record(job_id: str | int, **fields) -> dict:
@@ -331,7 +331,7 @@ def test_a_log_range_reads_through_the_chunk_index(engine):
 
 
 def test_purge_deletes_finished_jobs_past_the_retention_with_their_results_and_logs(engine):
-    now = datetime(2027, 6, 1, tzinfo=timezone.utc)
+    now = datetime(2027, 6, 1, tzinfo=UTC)
     old = now - timedelta(days=400)
     archive.archive_job(record(1, end_time=old), RESULTS, (log_line(n) for n in range(1200)), engine=engine)
     archive.archive_job(record(2, end_time=old), RESULTS, ["x"], engine=engine)
@@ -348,7 +348,7 @@ def test_purge_deletes_finished_jobs_past_the_retention_with_their_results_and_l
 
 
 def test_retention_days_come_from_the_environment(engine, monkeypatch):
-    now = datetime(2027, 6, 1, tzinfo=timezone.utc)
+    now = datetime(2027, 6, 1, tzinfo=UTC)
     archive.archive_job(record(1, end_time=now - timedelta(days=20)), [], [], engine=engine)
     monkeypatch.delenv("LAVA_DISPATCH_RETENTION_DAYS", raising=False)
     assert archive.retention_days() == 365

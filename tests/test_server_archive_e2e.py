@@ -13,7 +13,6 @@ import sys
 import pytest
 import requests
 import yaml
-
 from lab_helpers import ROOT, free_port, local_job, wait_for
 from server_lab import lab_server, lavacli
 

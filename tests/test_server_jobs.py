@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import xmlrpc.client
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
 from lab_helpers import RedisServer, make_tempdir, remove_tree
 
 from tasks.keys import LAB, job_key, log_key
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import xmlrpc.client
 
 import pytest
 import yaml
-
 from lab_helpers import local_job, wait_for
 from server_lab import lab_server, lavacli
 

@@ -20,7 +20,6 @@ import threading
 import pytest
 import requests
 import yaml
-
 from lab_helpers import ROOT, free_port, local_job, wait_for
 from server_lab import lab_server
 

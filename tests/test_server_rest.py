@@ -7,7 +7,6 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 import requests
 import yaml
-
 from lab_helpers import local_job, wait_for
 from server_lab import lab_server
 

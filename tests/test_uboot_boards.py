@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import DEVICES, ROOT, JobRun, processes_matching, run_job, wait_for
 
 QEMU_BOARD = ROOT / "deploy" / "qemu-board"
@@ -542,13 +541,13 @@ def test_nfs_server_is_started_once_and_restarted_for_a_new_tree(tmp_path, nfs_t
 
 def substitute(device_name: str, job_text: str, **context) -> list[str]:
     from pipeline.actions.boot.uboot import BootloaderCommandOverlay
+    from pipeline.builder import build_pipeline
     from pipeline.context import JobContext
     from pipeline.deployment import Deployment
     from pipeline.device import load_device
-    from pipeline.parser import parse_job
     from pipeline.log import JobLogger
+    from pipeline.parser import parse_job
     from pipeline.processes import ProcessRegistry
-    from pipeline.builder import build_pipeline
 
     job, device = parse_job(job_text), load_device(DEVICES / f"{device_name}.yaml")
     built = build_pipeline(job, device)
@@ -662,13 +661,13 @@ def test_two_workers_boot_arm_boards_at_the_same_time(lab, board_lab, images, ht
 def test_secondary_media_boot_loads_the_files_inside_the_image():
     """bbb-usb.yaml's second boot: kernel, dtb, partition and root UUID come from the usb deploy."""
     from pipeline.actions.boot.uboot import BootloaderCommandOverlay
+    from pipeline.builder import build_pipeline
     from pipeline.context import JobContext
     from pipeline.deployment import Deployment
     from pipeline.device import load_device
-    from pipeline.parser import parse_job
     from pipeline.log import JobLogger
+    from pipeline.parser import parse_job
     from pipeline.processes import ProcessRegistry
-    from pipeline.builder import build_pipeline
 
     job = parse_job((ROOT / "sample_jobs" / "bbb-usb.yaml").read_text())
     device = load_device(DEVICES / "bbb01.yaml")

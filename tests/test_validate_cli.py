@@ -16,7 +16,6 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import DEVICES, ROOT
 
 MEMORY_LIMIT = 1 << 30  # address space of each run: a blow-up fails fast instead of swapping

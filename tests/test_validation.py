@@ -10,7 +10,6 @@ import textwrap
 
 import pytest
 import yaml
-
 from conftest import DEVICES, SAMPLES, device_path, run_cli
 
 HEAD = """

@@ -10,10 +10,8 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-
 from conftest import DEVICES, SAMPLES, device_path, run_cli
 from test_validation import BOOT, DEPLOY, HEAD, MULTINODE_HEAD, job
-
 
 INLINE = """
   - test:

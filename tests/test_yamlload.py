@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from conftest import DEVICES, SAMPLES
+
 from pipeline import yamlload
 from pipeline.errors import YamlRejected
 from pipeline.yamlload import Limits, load
