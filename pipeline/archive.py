@@ -229,7 +229,12 @@ def safe_extract(tarball: Path, target: Path, what: str, *, size: Bound | None =
         with _stream(tarball, what, size) as archive:
             # Every member passed the checks above, so the filter keeps what a root
             # filesystem needs (absolute links, permissions) as tarfile's fully_trusted does.
-            archive.extractall(target, filter=_OnDisk(target, entries, what), numeric_owner=os.getuid() == 0)
+            keep, owners = _OnDisk(target, entries, what), os.getuid() == 0
+            if hasattr(tarfile, "data_filter"):
+                archive.extractall(target, filter=keep, numeric_owner=owners)
+            else:  # Python before 3.11.4 (Debian 12's 3.11.2) has no filters: the same check per member
+                for member in archive:
+                    archive.extract(keep(member, str(target)), target, numeric_owner=owners)
     except CorruptData as exc:
         raise JobError(f"{what}: not a readable tarball: {exc.detail}") from None
     except _Refused as exc:
