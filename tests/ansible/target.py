@@ -2,7 +2,7 @@
 
 ``Target`` copies the cached bookworm tree (``target-tree.sh``) into a directory of its own, mounts
 what programs in it need (``/proc``; a ``/dev`` of its own: a tmpfs with the usual nodes, a private
-devpts and ``/dev/shm``) and binds two caches (apt's downloaded packages, pip's) so a later run does
+devpts and ``/dev/shm``) and binds two caches (apt's lists and downloaded packages, pip's) so a later run does
 not download again; at the end it ends every process whose root is the tree, unmounts everything
 below it and removes it.
 
@@ -80,6 +80,7 @@ class Target:
 
     def __enter__(self) -> Target:
         source = cached_tree()
+        self.base.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-a", str(source), str(self.tree)], check=True)
         (self.tree / ".complete").unlink()
         try:
@@ -112,8 +113,10 @@ class Target:
         for number, name in enumerate(("stdin", "stdout", "stderr")):
             os.symlink(f"/proc/self/fd/{number}", dev / name)
         os.symlink("/proc/self/fd", dev / "fd")
-        # Caches shared by the runs (outside every tree): packages apt downloaded, pip's wheels.
-        for cache, inside in (("apt-archives", "var/cache/apt/archives"), ("pip", "root/.cache/pip")):
+        # Caches shared by the runs (outside every tree): apt's lists (a run within the hour after
+        # the last one skips `apt-get update`) and the packages it downloaded, pip's wheels.
+        for cache, inside in (("apt-archives", "var/cache/apt/archives"), ("apt-lists", "var/lib/apt/lists"),
+                              ("pip", "root/.cache/pip")):
             (CACHE / cache / "partial").mkdir(parents=True, exist_ok=True)
             (tree / inside).mkdir(parents=True, exist_ok=True)
             self._run("mount", "--bind", str(CACHE / cache), str(tree / inside))
