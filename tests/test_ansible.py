@@ -32,7 +32,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from lab_helpers import ROOT, free_port, wait_for
 
 ANSIBLE_DIR = ROOT / "deploy" / "ansible"
@@ -221,7 +220,8 @@ def check_files(server: Target, worker: Target, ports: dict[str, int], password:
     assert bbb01["actions"]["deploy"]["methods"]["tftp"]["parameters"] == {"tftp_root": "/srv/tftp",
                                                                              "nfs_root": "/srv/nfs"}
     dropin = unit_text(worker, "lava-dispatch-worker@bbb01.service.d/board.conf")
-    assert dropin == ["[Service]", "User=root", "Group=root", "SupplementaryGroups=dialout"]
+    assert dropin == ["[Service]", "User=root", "Group=root", "StateDirectory=", "SupplementaryGroups=dialout"]
+    assert unit_text(worker, "lava-dispatch-worker@local01.service.d/board.conf") == ["[Service]"]
     assert ("LAVA_DISPATCH_FILE_ROOTS=/srv/lava/images"
             in worker.path("/etc/lava-dispatch/boards/bbb01.env").read_text().splitlines())
     wants = worker.path("/etc/systemd/system/multi-user.target.wants")
@@ -336,13 +336,25 @@ def test_site_playbook_deploys_a_lab(tmp_path):
             wait_for(answers, 30, "the deployed Redis (TLS, ACL user)", interval=0.5)
             assert server.path("/var/lib/redis/appendonlydir").is_dir()  # AOF on
 
+            # The lab server as its unit says, once the package has a `server` command: it listens.
+            if server.chroot("/opt/lava-dispatch/bin/lava-dispatch", "server", "--help").returncode == 0:
+                lab_server = Unit(server, "lava-dispatch-server.service").start(logs / "server.log")
+                try:
+                    wait_for(lambda: lab_server.poll() is None and socket.create_connection(
+                        ("127.0.0.1", ports["server"]), 1).close() is None, 60, "the lab server's port", interval=0.5)
+                finally:
+                    assert stop(lab_server, 60) == 0, (logs / "server.log").read_text()[-3000:]
+            else:
+                print("lava-dispatch has no server command yet: the server's unit is checked, not run")
+
             # The board worker, as lava-dispatch-worker@local01.service says.
             unit = Unit(worker, "lava-dispatch-worker@local01.service")
             worker_process = unit.start(logs / "worker-local01.log")
             wait_for(lambda: worker_process.poll() is None and board_idle(redis_env, "local01"), 90,
                      "board local01 idle", interval=0.5)
-            job = subprocess.run([sys.executable, "-m", "tasks.cli", "submit", str(ROOT / "sample_jobs/local-inline.yaml"),
-                                  "--wait"], capture_output=True, text=True, env=redis_env, cwd=ROOT, timeout=180)
+            job = subprocess.run([sys.executable, "-m", "tasks.cli", "submit",
+                                  str(ROOT / "sample_jobs/local-inline.yaml"), "--wait"],
+                                 capture_output=True, text=True, env=redis_env, cwd=ROOT, timeout=180)
             print(f"job: exit {job.returncode}: {job.stdout.strip()} {job.stderr.strip()[-500:]}")
             job_id = job.stdout.split()[0] if job.stdout.split() else ""
             job_status = subprocess.run([sys.executable, "-m", "tasks.cli", "status", job_id], capture_output=True,
@@ -358,9 +370,12 @@ def test_site_playbook_deploys_a_lab(tmp_path):
         # A second run, for the workers only, that changes local01's device file: nothing else
         # changes, and local01's worker alone is restarted.
         local_device.write_text(local_device.read_text() + "tags: [deployed]\n")
-        second = play(tmp_path, inventory, "second", "--limit", "workers")
+        # This time the hosts get the wheel the first run built, as given (lava_dispatch_wheel): the same file.
+        wheel = next((tmp_path / "dist").glob("lava_dispatch-*.whl"))
+        second = play(tmp_path, inventory, "second", "--limit", "workers", "-e", f"lava_dispatch_wheel={wheel}")
         assert {r["host"] for r in second} == {"lab-worker"}
         assert {r["play"] for r in second} == {"Board workers"}
+        assert not any("Python wheel" in r["task"] and r["status"] != "skipped" for r in second)
         changed = sorted({r["task"] for r in second if r["status"] == "changed"})
         assert changed == ["worker : Each board's device file", "worker : Which workers restart"], changed
         device_task = next(r for r in second if r["task"] == "worker : Each board's device file")

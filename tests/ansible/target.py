@@ -107,7 +107,8 @@ class Target:
             os.chmod(dev / name, 0o666)
         (dev / "pts").mkdir()
         (dev / "shm").mkdir()
-        self._run("mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620,gid=5", "devpts", str(dev / "pts"))
+        self._run("mount", "-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620,gid=5", "devpts",
+                  str(dev / "pts"))
         self._run("mount", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "shm", str(dev / "shm"))
         os.symlink("pts/ptmx", dev / "ptmx")
         for number, name in enumerate(("stdin", "stdout", "stderr")):
@@ -144,7 +145,8 @@ class Target:
     def path(self, inside: str) -> Path:
         return self.tree / inside.lstrip("/")
 
-    def chroot(self, *argv: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def chroot(self, *argv: str, timeout: float = 120,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         environment = {"PATH": UNIT_PATH, "HOME": "/root", "LANG": "C.UTF-8", **(env or {})}
         return subprocess.run(["chroot", str(self.tree), "/usr/bin/env", "-i",
                                *(f"{k}={v}" for k, v in environment.items()), *argv],

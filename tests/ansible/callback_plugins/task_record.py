@@ -1,3 +1,4 @@
+# ruff: noqa: E402 - Ansible plugins document themselves before their imports
 # Records every task's result as one JSON line in $TASK_RECORD_FILE, for the deployment test to
 # read (ansible-core has no json callback of its own: that one is in ansible.posix). Each line:
 # play, task, role, handler (bool), host, status (ok, changed, skipped, failed, unreachable), items

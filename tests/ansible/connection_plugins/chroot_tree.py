@@ -1,3 +1,4 @@
+# ruff: noqa: E402 - Ansible plugins document themselves before their imports
 # A connection to a Debian tree on the controller, through chroot(8): what the deployment test
 # reaches its target with (community.general's chroot plugin does the same; ansible-core alone
 # has none). The controller runs as root; the host's path to the tree is the inventory host's
