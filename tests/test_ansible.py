@@ -280,7 +280,7 @@ def board_idle(redis_env: dict[str, str], board: str) -> bool:
 @pytest.mark.lab
 @needs_ansible
 @needs_root_tools
-def test_site_playbook_deploys_a_lab(tmp_path):
+def test_site_playbook_deploys_a_lab(tmp_path, no_leftovers):
     started = time.monotonic()
     ports = {"redis": free_port(), "server": free_port(), "ser2net": free_port()}
     password = "pw/" + secrets.token_urlsafe(12) + " @:"  # characters the URL must encode
