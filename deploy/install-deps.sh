@@ -6,7 +6,7 @@ set -euo pipefail
 
 DEBIAN_PACKAGES=(qemu-system-x86 qemu-system-arm qemu-utils u-boot-qemu u-boot-tools busybox-static
 	socat telnet cpio kmod mtools fdisk e2fsprogs syslinux syslinux-common git redis-server redis-tools
-	nfs-ganesha nfs-ganesha-vfs iproute2 python3-venv)
+	nfs-ganesha nfs-ganesha-vfs iproute2 python3-venv debootstrap)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
