@@ -71,6 +71,7 @@ class ActionBase(Strict):
     timeout: Duration | None = None
     timeouts: dict[SafeName, Duration] | None = None
     failure_retry: int | None = Field(None, ge=1, le=100)
+    failure_retry_interval: int | None = Field(None, ge=1, le=3600)  # LAVA's; retries here start at once
     repeat: int | None = Field(None, ge=1, le=1000)
     role: Annotated[list[str], BeforeValidator(as_list, or_string)] | None = None
     protocols: ActionProtocols | None = None

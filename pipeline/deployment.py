@@ -39,6 +39,8 @@ class Deployment:
     image_args: dict[str, str | None] = field(default_factory=dict)  # label -> image_arg (None: the device's)
     overlay_ramdisk: str | None = None  # the label of the ramdisk the overlay is appended to, if one is
     media: MediaFiles | None = None  # an image written to secondary media: the files inside it
+    persistent_nfs: str | None = None  # ``host:/path`` of an NFS root that stays on its server
+    kernel_type: str | None = None  # the deploy's kernel.type (zimage, uimage, image): the u-boot boot command
 
     # Filled by the deploy's actions while it runs.
     images: dict[str, Path] = field(default_factory=dict)  # label -> the local file (downloaded, maybe changed)

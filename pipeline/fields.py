@@ -101,13 +101,22 @@ class ImageSpec(Strict):
     md5sum: str | None = Field(None, pattern=r"^[0-9a-fA-F]{32}$")
     sha256sum: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     image_arg: str | None = None
-    format: Literal["cpio.newc", "tar", "ext4", "raw"] | None = None
+    format: Literal["cpio.newc", "tar", "ext4", "raw", "qcow2"] | None = None
     overlays: dict[str, Any] | None = None
     type: Literal["zimage", "uimage", "image"] | None = None
     header: Literal["u-boot"] | None = None
     root_partition: int | None = Field(None, ge=0, le=128)
     install_modules: bool | None = None
     install_overlay: bool | None = None
+    prefix: str | None = None  # where the root is inside an NFS root tarball (LAVA's nfsrootfs prefix)
+    # LAVA keys that change nothing here.
+    headers: dict[str, str] | None = None
+    archive: Literal["tar"] | None = None
+    sha512sum: str | None = Field(None, pattern=r"^[0-9a-fA-F]{128}$")
+    use_cache: bool | None = None
+    partition: int | None = Field(None, ge=0, le=128)
+    sparse: bool | None = None
+    overlay_backend: Literal["auto", "e2fsprogs", "guestfs"] | None = None
 
 
 def _image_spec(value: Any) -> Any:

@@ -9,7 +9,7 @@ the schema too. The action blocks' own models belong to their methods
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pipeline.blocks import ActionBlock, RepeatBlock
 from pipeline.checks import shown
@@ -45,21 +45,63 @@ def job_priority(value: Any) -> int:
 # ---------------------------------------------------------------- protocols
 
 
+MULTINODE_DEFAULT_TIMEOUT = 90.0  # LAVA's, when protocols.lava-multinode gives none
+
+
 class MultinodeRole(Strict):
-    device_type: SafeName
+    device_type: SafeName | None = None  # required in a submission (checked by the parser), absent in a sub-job
     count: int = Field(1, ge=1, le=64)
     tags: list[str] = []
     context: dict[str, Any] | None = None
     timeout: Duration | None = None
+    # LAVA keys that change nothing here.
+    device: str | None = None
+    worker: str | None = None
+    environment: dict[str, Any] | None = None
+    essential: bool | None = None
 
 
 class MultinodeProtocol(Strict):
+    """The group of a multinode job: a submission's roles, or one member's sub-job as lava-server writes it.
+
+    A sub-job (the form lava-server hands to ``lava-run``) names its own
+    ``role``, the group (``target_group``, ``group_size``, ``sub_id``) and
+    ``roles`` as ``{device: role}``; that mapping becomes ``devices`` here and
+    ``roles`` holds each role with its number of devices.
+    """
+
     roles: dict[SafeName, MultinodeRole]
-    timeout: Duration
+    timeout: Duration = MULTINODE_DEFAULT_TIMEOUT
+    target_group: str | None = None
+    role: SafeName | None = None
+    group_size: int | None = Field(None, ge=1, le=1024)
+    sub_id: int | None = Field(None, ge=0, le=1024)
+    request: Literal["lava-start"] | None = None
+    expect_role: SafeName | None = None
+    devices: dict[str, SafeName] = {}
+
+    @property
+    def subjob(self) -> bool:
+        """One member of a group, in the form lava-server hands to lava-run."""
+        return self.role is not None
+
+
+def _subjob_roles(value: Any) -> Any:
+    """A sub-job's ``roles: {device: role}`` as the submission form's ``{role: {count: n}}``."""
+    if not isinstance(value, dict) or not isinstance(value.get("roles"), dict):
+        return value
+    roles = value["roles"]
+    if not roles or not all(isinstance(role, str) for role in roles.values()):
+        return value
+    counts: dict[str, int] = {}
+    for role in roles.values():
+        counts[role] = counts.get(role, 0) + 1
+    return {**value, "devices": dict(roles), "roles": {role: {"count": n} for role, n in counts.items()}}
 
 
 class JobProtocols(Strict):
-    lava_multinode: MultinodeProtocol | None = Field(None, alias="lava-multinode")
+    lava_multinode: Annotated[MultinodeProtocol, BeforeValidator(_subjob_roles)] | None = Field(
+        None, alias="lava-multinode")
 
 
 # ---------------------------------------------------------------- job
@@ -74,6 +116,7 @@ class JobTimeouts(Strict):
     deploy: Duration | None = None
     boot: Duration | None = None
     test: Duration | None = None
+    queue: Duration | None = None  # how long the job may wait for a board (the lab's scheduler reads it)
 
 
 class JobHeader(Strict):
@@ -90,6 +133,12 @@ class JobHeader(Strict):
     notify: Notify | None = None
     tags: list[str] = []
     secrets: dict[str, str] | None = None
+    # LAVA keys that change nothing here: the board a server chose (lava-server's sub-jobs carry
+    # ``target``), the environment LAVA exports on the board.
+    target: str | None = None
+    device: str | None = None
+    worker: str | None = None
+    environment: dict[str, Any] | None = None
 
 
 @dataclass

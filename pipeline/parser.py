@@ -59,15 +59,18 @@ def parse_job(text: str, registry: Registry | None = None) -> Job:
                 blocks.append(block)
     if header is None:
         raise ProblemList(problems)
-    if header.protocols and header.protocols.lava_multinode:
+    multinode = header.protocols.lava_multinode if header.protocols else None
+    if multinode is not None and not multinode.subjob:
         if header.device_type:
             problems.append("device_type: a multinode job gives the device type of each role in "
                             "protocols.lava-multinode.roles, not at the top")
-    elif not header.device_type:
+        for name, role in multinode.roles.items():
+            if role.device_type is None:
+                problems.append(f"protocols.lava-multinode.roles.{name}.device_type: required but missing")
+    elif multinode is None and not header.device_type:
         problems.append("device_type: required but missing")
     job = Job(header, blocks, data, text)
-    if not problems:
-        _check_job_rules(job, problems)
+    _check_job_rules(job, problems)  # every problem at once, whatever else was found
     if problems:
         raise ProblemList(problems)
     return job
@@ -209,6 +212,13 @@ def _check_multinode(job: Job, problems: list[str]) -> None:
         return
     roles = set(multinode.roles)
     starters: dict[str, set[str]] = {}  # role that is delayed -> roles expected to start it
+    if multinode.subjob:
+        if multinode.role not in roles:
+            problems.append(f"protocols.lava-multinode.role: {multinode.role!r} is not one of the roles "
+                            f"({', '.join(sorted(roles))})")
+        if multinode.expect_role is not None and multinode.expect_role == multinode.role:
+            problems.append("protocols.lava-multinode.expect_role: expect_role must not be the role "
+                            "declaring lava-start")
     for block, params in blocks:
         place = block.place
         if not params.role:

@@ -40,6 +40,8 @@ def parse_duration(value: Any) -> float:
             raise ValueError("a duration needs at least one of days, hours, minutes, seconds")
         total = 0
         for unit, amount in value.items():
+            if unit == "skip" and isinstance(amount, bool) and len(value) > 1:
+                continue  # LAVA's ``skip: true`` (go on with the job after this timeout): see README, Timeouts
             if unit not in UNIT_SECONDS:
                 raise ValueError(f"unknown unit {shown(unit)} (use days, hours, minutes, seconds)")
             if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not amount >= 0:  # NaN fails too

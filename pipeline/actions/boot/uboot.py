@@ -20,17 +20,42 @@ from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
 from pipeline.deployment import Deployment, MediaFiles
 from pipeline.device import Device
-from pipeline.errors import ConfigurationError, InfrastructureError, JobError
-from pipeline.fields import SafeName
+from pipeline.errors import ConfigurationError, InfrastructureError, JobError, ProblemList
+from pipeline.fields import Field, SafeName
 from pipeline.registry import block_model, known_action, strategy
 from pipeline.strategy import BuildPlan, Strategy, params_of
+
+
+BOOT_COMMANDS = ("bootz", "bootm", "booti")
+KERNEL_BOOT_COMMAND = {"zimage": "bootz", "uimage": "bootm", "image": "booti"}  # LAVA's kernel.type -> command
 
 
 @block_model("boot", "u-boot")
 class BootUBoot(BootBase):
     method: Literal["u-boot"]
-    commands: SafeName
-    type: Literal["bootz", "bootm", "booti"]
+    commands: SafeName | list[str]  # the name of one of the device's command lists, or the commands themselves
+    type: Literal["bootz", "bootm", "booti"] | None = None  # default: from the deploy's kernel.type (LAVA's way)
+    # LAVA's secondary media boot: the files inside the image a usb/sata deploy wrote.
+    kernel: str | None = None
+    ramdisk: str | None = None
+    dtb: str | None = None
+    root_uuid: str | None = None
+    boot_part: int | None = Field(None, ge=1, le=128)
+    kernel_type: Literal["zimage", "uimage", "image"] | None = None
+    use_bootscript: bool | None = None
+    reset: bool | None = None
+
+    def rules(self, place: str) -> list[str]:
+        if isinstance(self.commands, list) and not self.commands:
+            return [f"{place}.commands: an empty list of commands"]
+        return []
+
+
+def boot_command(params: BootUBoot, kernel_type: str | None) -> str:
+    """bootz, bootm or booti: the job's ``type``, else what the kernel's type asks for (LAVA: bootm by default)."""
+    if params.type:
+        return params.type
+    return KERNEL_BOOT_COMMAND.get(params.kernel_type or kernel_type or "", "bootm")
 
 
 UBOOT_FAILURES = [
@@ -62,6 +87,14 @@ OPTIONAL_FILES = ("DTB", "RAMDISK")
 
 def uboot_failures() -> list[tuple[str, Exception]]:
     return [(re.escape(text), kind(message)) for text, kind, message in UBOOT_FAILURES] + kernel_failures()
+
+
+def media_files(params: BootUBoot, deployment: Deployment | None) -> MediaFiles | None:
+    """The files this boot loads from secondary media: the boot block's (LAVA's form) or the deploy's."""
+    if params.kernel and params.root_uuid:
+        return MediaFiles(params.kernel, params.dtb or "", params.ramdisk, params.root_uuid.removeprefix("UUID="),
+                          params.boot_part or 1)
+    return deployment.media if deployment else None
 
 
 def nfs_root_value(device: Device, deployment: Deployment) -> str:
@@ -97,6 +130,9 @@ class BootloaderCommandOverlay(Action):
             "RAMDISK": deployment.tftp_names.get("ramdisk", ""),
             "NFSROOTFS": nfs_root_value(ctx.device, deployment),
         }
+        if deployment.persistent_nfs:  # host:/path, checked by the deploy's model
+            host, path = deployment.persistent_nfs.split(":", 1)
+            values.update({"NFS_SERVER_IP": host, "NFSROOTFS": path})
         if self.media is not None:
             # Secondary media: the bootloader loads the files from the written image.
             values.update({"KERNEL": self.media.kernel, "DTB": self.media.dtb, "RAMDISK": self.media.ramdisk or "",
@@ -117,7 +153,10 @@ class BootloaderCommandOverlay(Action):
 
     def run(self, ctx: JobContext) -> None:
         params: BootUBoot = self.params
-        template = (ctx.device.boot_method("u-boot").get(params.commands) or {}).get("commands") or []
+        if isinstance(params.commands, list):
+            template = list(params.commands)
+        else:
+            template = (ctx.device.boot_method("u-boot").get(params.commands) or {}).get("commands") or []
         if not template:
             raise ConfigurationError(f"the device's u-boot command list {params.commands!r} is empty")
         values = self.values(ctx)
@@ -206,11 +245,11 @@ class UBootBoot(Strategy):
         if not method:
             return False, f"device type {device.device_type!r} has no u-boot boot method"
         sets = sorted(key for key, value in method.items() if isinstance(value, dict) and "commands" in value)
-        if params.commands not in sets:
+        if isinstance(params.commands, str) and params.commands not in sets:
             return False, (f"the job asks for u-boot commands {params.commands!r} but device type "
                            f"{device.device_type!r} offers {', '.join(sets) or 'none'}")
-        types = sorted(key for key in ("bootz", "bootm", "booti") if key in device.parameters)
-        if params.type not in types:
+        types = sorted(key for key in BOOT_COMMANDS if key in device.parameters)
+        if params.type is not None and params.type not in types:
             return False, (f"the job asks for boot type {params.type!r} but device type "
                            f"{device.device_type!r} supports {', '.join(types) or 'none'}")
         return True, ""
@@ -218,11 +257,18 @@ class UBootBoot(Strategy):
     @classmethod
     def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
         params = params_of(block, BootUBoot)
+        deployment = plan.deployment()
+        command = boot_command(params, deployment.kernel_type if deployment else None)
+        if command not in plan.device.parameters:
+            supported = ", ".join(key for key in BOOT_COMMANDS if key in plan.device.parameters) or "none"
+            raise ProblemList([f"{block.place}: the kernel needs {command} but device type "
+                               f"{plan.device.device_type!r} supports {supported} (give boot.type or the "
+                               "deploy's kernel.type)"])
+        params = params.model_copy(update={"type": command})
         retry = UBootRetry()
         # Every attempt starts from power-on; the console is opened again only if it closed.
         retry.internal(ConnectDevice(), ResetDevice(discard_output=True), BootloaderInterrupt(), UBootCommands(),
                        *shell_steps(params))
-        deployment = plan.deployment()
         top = UBootAction(params)
-        top.internal(BootloaderCommandOverlay(deployment.media if deployment else None), retry)
+        top.internal(BootloaderCommandOverlay(media_files(params, deployment)), retry)
         return top

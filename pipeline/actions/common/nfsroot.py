@@ -64,15 +64,21 @@ class ExtractNfsRootfs(Action):
     description = "unpack the NFS root filesystem into this job's export"
     summary = "NFS root"
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str | None = None) -> None:
         super().__init__()
         self.made: Path | None = None  # this job's directory in the export, removed at the end
+        self.prefix = prefix  # where the root is inside the tarball (checked relative by the job's model)
 
     def run(self, ctx: JobContext) -> None:
         deployment = ctx.deployed()
         self.made = deployment.nfs_root = job_directory(ctx.device.nfs_export_root(), ctx)
         count = extract_rootfs(deployment.images["nfsrootfs"], self.made)
         self.made.chmod(0o755)
+        if self.prefix:
+            root = (self.made / self.prefix).resolve()
+            if not root.is_dir() or not root.is_relative_to(self.made.resolve()):
+                raise JobError(f"nfsrootfs: the tarball has no directory {self.prefix!r} (prefix)")
+            deployment.nfs_root = root
         ctx.logger.info(f"nfsrootfs: {count} entries in {self.made}")
 
     def cleanup(self, ctx: JobContext) -> None:

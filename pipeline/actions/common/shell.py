@@ -12,7 +12,7 @@ import shlex
 from typing import Annotated
 
 from pipeline.action import Action
-from pipeline.blocks import ActionBase
+from pipeline.actions.common.boot_keys import LavaBootKeys
 from pipeline.context import JobContext
 from pipeline.device import Device
 from pipeline.errors import ConfigurationError, InfrastructureError, JobError
@@ -35,7 +35,7 @@ class AutoLogin(Strict):
     login_commands: list[str] = []
 
 
-class BootBase(ActionBase):
+class BootBase(LavaBootKeys):
     prompts: Annotated[list[Regex], BeforeValidator(as_list, or_string)] | None = None
     auto_login: AutoLogin | None = None
     media: str | None = None

@@ -26,17 +26,25 @@ from pipeline.actions.common.overlay import overlay_action, overlay_root
 from pipeline.archive import safe_extract
 from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
-from pipeline.deployment import UBOOT_HEADER, UBOOT_MAGIC, has_uboot_header
+from pipeline.deployment import UBOOT_HEADER, UBOOT_MAGIC, Deployment, has_uboot_header
 from pipeline.device import Device
 from pipeline.errors import Bug, ConfigurationError, JobError, ProblemList
-from pipeline.fields import OPERATING_SYSTEMS, Field, FileRef, ImageSpec, Os
+from pipeline.fields import OPERATING_SYSTEMS, Field, FileRef, ImageSpec, Os, Strict
 from pipeline.processes import run_command
 from pipeline.registry import block_model, known_action, strategy
 from pipeline.strategy import BuildPlan, Strategy, params_of
 
-FILES = ("kernel", "dtb", "ramdisk", "nfsrootfs")
+FILES = ("kernel", "dtb", "ramdisk", "nfsrootfs", "modules")
+_RELATIVE = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9._/-]+$")
 MKIMAGE_ARCH = {"arm": "arm", "armhf": "arm", "arm64": "arm64", "aarch64": "arm64", "x86_64": "x86_64",
                 "riscv64": "riscv", "mips": "mips", "powerpc": "powerpc"}
+
+
+class PersistentNfs(Strict):
+    """An NFS root that stays on a server (``address: host:/path``): nothing is downloaded for it."""
+
+    address: str = Field(pattern=r"^[A-Za-z0-9._-]+:/[A-Za-z0-9._/+-]*$")
+    install_overlay: bool | None = None
 
 
 @block_model("deploy", "tftp")
@@ -47,6 +55,8 @@ class DeployTftp(DeployBase):
     ramdisk: FileRef | None = None
     ramdisk_type: Literal["u-boot"] | None = Field(None, alias="ramdisk-type")
     nfsrootfs: FileRef | None = None
+    modules: FileRef | None = None  # LAVA's kernel modules tarball: downloaded, not unpacked here
+    persistent_nfs: PersistentNfs | None = None
     os: Os | None = None
 
     def files(self) -> dict[str, tuple[str, ImageSpec]]:
@@ -54,20 +64,29 @@ class DeployTftp(DeployBase):
 
     def rules(self, place: str) -> list[str]:
         problems = []
-        if not (self.kernel or self.ramdisk or self.nfsrootfs or self.dtb):
-            problems.append(f"{place}: tftp needs at least a kernel, ramdisk, dtb or nfsrootfs")
+        if not self.kernel:
+            problems.append(f"{place}.kernel: required but missing (tftp needs a kernel to deploy)")
+        if self.nfsrootfs and self.persistent_nfs:
+            problems.append(f"{place}: nfsrootfs and persistent_nfs cannot be used together")
         if self.nfsrootfs:
             spec = self.nfsrootfs
-            if spec.compression not in (None, "gz", "bz2"):
-                problems.append(f"{place}.nfsrootfs.compression: the NFS root must be a gz or bz2 tarball")
-            elif spec.compression is None and not re.search(r"\.(tar\.gz|tgz|tar\.bz2|tbz2?)$", spec.url):
-                problems.append(f"{place}.nfsrootfs: {spec.url!r} must be a gz or bz2 tarball "
-                                "(.tar.gz, .tgz, .tar.bz2) or say compression: gz|bz2")
+            if spec.compression is None and not re.search(r"\.(tar\.(gz|bz2|xz)|tgz|tbz2?|txz)$", spec.url):
+                problems.append(f"{place}.nfsrootfs: {spec.url!r} must be a gz, bz2 or xz tarball "
+                                "(.tar.gz, .tgz, .tar.bz2, .tar.xz) or say compression: gz|bz2|xz")
+            if spec.prefix is not None and not _RELATIVE.match(spec.prefix):
+                problems.append(f"{place}.nfsrootfs.prefix: {spec.prefix!r} must be a relative path inside the "
+                                "tarball (letters, digits, '.', '_', '-', '/'; no '..')")
             if self.os is None:
                 problems.append(f"{place}.os: required with nfsrootfs (one of {', '.join(OPERATING_SYSTEMS)})")
         if self.ramdisk_type and not self.ramdisk:
             problems.append(f"{place}.ramdisk-type: given without a ramdisk")
         return problems
+
+    def deployment(self, place: str) -> Deployment:
+        declared = super().deployment(place)
+        declared.persistent_nfs = self.persistent_nfs.address if self.persistent_nfs else None
+        declared.kernel_type = self.kernel.type if self.kernel else None
+        return declared
 
     def uboot_ramdisk(self) -> bool:
         """The ramdisk has a legacy u-boot header (the job says so)."""
@@ -178,10 +197,11 @@ class TftpDeployAction(DeployAction):
         files = params.files()
         self.summary = "tftp deploy: " + ", ".join(files)
         steps: list[Action] = [PrepareTftpDir()]
-        steps += [DownloadRetry(key, spec, into_tftp=key != "nfsrootfs") for key, (_, spec) in files.items()]
+        steps += [DownloadRetry(key, spec, into_tftp=key not in ("nfsrootfs", "modules"))
+                  for key, (_, spec) in files.items()]
         managed_nfs = False
         if params.nfsrootfs:
-            steps.append(ExtractNfsRootfs())
+            steps.append(ExtractNfsRootfs(params.nfsrootfs.prefix))
             try:
                 managed_nfs = nfs.server_for(plan.device.deploy_parameters("tftp")) is not None
             except ConfigurationError as exc:
@@ -189,6 +209,9 @@ class TftpDeployAction(DeployAction):
         lava_overlay = overlay_action(plan.stages_after(), params.os)
         uboot_ramdisk = params.uboot_ramdisk() and not params.nfsrootfs
         if lava_overlay:
+            if params.persistent_nfs:
+                raise ProblemList([f"{place}.persistent_nfs: test actions after a persistent NFS root are not "
+                                   "supported (the overlay is not written into a share of another server)"])
             if not params.nfsrootfs and not params.ramdisk:
                 raise ProblemList([f"{place}: the test actions need a ramdisk or an nfsrootfs to carry the overlay"])
             steps.append(lava_overlay)

@@ -28,7 +28,7 @@ class DeployTmpfs(DeployBase):
     compression: Compression | None = None
     md5sum: str | None = Field(None, pattern=r"^[0-9a-fA-F]{32}$")
     sha256sum: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    os: Os
+    os: Os | None = None  # LAVA's kvm-noos jobs give none
     root_partition: int | None = Field(None, ge=0, le=128)
 
     def files(self) -> dict[str, tuple[str, ImageSpec]]:
@@ -105,6 +105,8 @@ class TmpfsDeploy(Strategy):
     def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
         if not isinstance(params, DeployTmpfs):
             return False, "'to' is not tmpfs"
+        if "image" in device.deploy_methods:  # LAVA's qemu devices name the method of tmpfs deploys ``image``
+            return True, ""
         return device.offers("deploy", "tmpfs")
 
     @classmethod
