@@ -150,8 +150,12 @@ class RetryAction(Action):
     The internal actions are cleaned up between attempts.
     """
 
+    @property
+    def attempts(self) -> int:
+        return max(1, getattr(self.params, "failure_retry", None) or 1)
+
     def run(self, ctx: JobContext) -> None:
-        attempts = max(1, getattr(self.params, "failure_retry", None) or 1)
+        attempts = self.attempts
         for attempt in range(1, attempts + 1):
             if attempts > 1:
                 ctx.logger.info(f"{self.name}: attempt {attempt} of {attempts}")

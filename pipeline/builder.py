@@ -2,8 +2,9 @@
 
 Each block (repeats expanded, only the role's blocks for a multinode member)
 goes to the first strategy of its kind that accepts it; when none does, the
-job is rejected with every strategy's reason. Named timeouts must name an
-action the engine has. Then one rule (``TimeoutSources.effective``) gives
+job is rejected with every strategy's reason. A named timeout that names no
+action of the engine is ignored, as LAVA does (``unknown_timeout_names``
+gives the warnings). Then one rule (``TimeoutSources.effective``) gives
 each action its timeout, and each action that uses a connection its
 connection timeout.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.action import Pipeline
+from pipeline.action import Pipeline, RetryAction
 from pipeline.blocks import ActionBlock, RepeatBlock
 from pipeline.builtin import load_builtin
 from pipeline.device import Device
@@ -21,7 +22,7 @@ from pipeline.errors import ProblemList
 from pipeline.job import Job
 from pipeline.registry import Registry
 from pipeline.strategy import BuildPlan, Strategy
-from pipeline.timeouts import TimeoutSources, connection_timeout
+from pipeline.timeouts import TimeoutSources, connection_timeout, retry_share
 
 
 @dataclass
@@ -65,7 +66,6 @@ def build_pipeline(job: Job, device: Device, role: str | None = None,
     if job.header.device_type and job.header.device_type != device.device_type:
         problems.append(f"device_type: the job asks for {job.header.device_type!r} but the device "
                         f"is a {device.device_type!r}")
-    _check_named_timeouts(job, problems, registry.action_names)
     top = Pipeline()
     blocks = []
     order = [block for block in expand(job)
@@ -89,18 +89,23 @@ def build_pipeline(job: Job, device: Device, role: str | None = None,
     return BuiltPipeline(top, blocks)
 
 
-def _check_named_timeouts(job: Job, problems: list[str], names: set[str]) -> None:
+def unknown_timeout_names(job: Job, registry: Registry | None = None) -> list[str]:
+    """A warning for each named timeout naming no action of the engine: LAVA ignores them, and so do we."""
+    names = (registry or load_builtin()).action_names
+    warnings: list[str] = []
+
     def check(table: dict[str, Any] | None, place: str) -> None:
         for name in table or {}:
             if name not in names:
-                problems.append(f"{place}.{name}: no action is named {name!r} (see `lava-dispatch validate` "
-                                "for the names in a pipeline)")
+                warnings.append(f"{place}.{name}: no action is named {name!r}: this timeout is ignored (see "
+                                "`lava-dispatch validate` for the names in a pipeline)")
 
     check(job.header.timeouts.actions, "timeouts.actions")
     check(job.header.timeouts.connections, "timeouts.connections")
     for block in job.flat_actions():
         if block.settings is not None:
             check(block.settings.timeouts, f"{block.place}.timeouts")
+    return warnings
 
 
 def assign_timeouts(top: Pipeline, blocks: list[ActionBlock], job: Job, device: Device) -> None:
@@ -117,8 +122,10 @@ def assign_timeouts(top: Pipeline, blocks: list[ActionBlock], job: Job, device: 
             block=params.timeout if params is not None else None,
             block_named=params.timeouts if params is not None else None,
         )
-        for each in action.walk():
-            each.timeout, each.timeout_source = sources.effective(each.names)
+        for each in action.walk():  # parents first: a retry's timeout is known before its attempts' share
+            parent = each.parent
+            share = (retry_share(parent.timeout, parent.attempts) if isinstance(parent, RetryAction) else None)
+            each.timeout, each.timeout_source = sources.effective(each.names, retry_share=share)
             if each.uses_connection:
                 each.connection_timeout = connection_timeout(each.names, dt.connection, jt.connection,
                                                              dt.connections, jt.connections)

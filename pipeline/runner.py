@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.action import Action, cleanup_quietly, run_action
-from pipeline.builder import build_pipeline
+from pipeline.builder import build_pipeline, unknown_timeout_names
 from pipeline.context import JobContext, TestCaseResult
 from pipeline.coordination import MultinodeClient
 from pipeline.device import Device
@@ -103,6 +103,8 @@ class JobRunner:
         ctx.logger.info(f"start: job {ctx.job_id} {self.job.name!r} on {ctx.board_name} "
                         f"({self.device.device_type}), timeout {self.job.header.timeouts.job:g} s"
                         + (f", role {self.role}" if self.role else ""))
+        for warning in unknown_timeout_names(self.job):
+            ctx.logger.warning(warning)
         if self.multinode is not None:
             try:
                 with ctx.job_timer(self.job.header.timeouts.job):

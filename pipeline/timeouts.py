@@ -71,27 +71,37 @@ class TimeoutSources:
     block: float | None = None  # the action block's ``timeout``
     block_named: Mapping[str, float] | None = None  # the block's ``timeouts: {name: ..}``
 
-    def effective(self, names: tuple[str, ...], default: float = DEFAULT_ACTION_TIMEOUT) -> tuple[float, str]:
+    def effective(self, names: tuple[str, ...], default: float = DEFAULT_ACTION_TIMEOUT,
+                  retry_share: float | None = None) -> tuple[float, str]:
         """Return (seconds, which setting decided it) for an action known by ``names``.
 
-        The order is the one LAVA 2023 uses, later winning: the default, the
-        device's then the job's general value, the device's then the job's
-        value for this action name, the block's timeout, the block's value
-        for this action name.
+        The order is LAVA's (2026.07), later winning: the default, the
+        device's then the job's general value, the device's value for this
+        action name, the job's value for the block's type, the block's
+        timeout, the share of a retrying parent's timeout (``retry_share``:
+        since LAVA 2025.02 the attempts of a retry share its timeout), the
+        job's value for this action name (since LAVA 2025.06 it beats the
+        block's timeout), the block's value for this action name.
         """
         seconds, source = default, "default"
         for value, label in (
             (self.device_action, "device timeouts.action"),
             (self.job_action, "job timeouts.action"),
             (_named(self.device_named, names), "device timeouts.actions"),
-            (_named(self.job_named, names), "job timeouts.actions"),
             (self.block_kind_default, "job timeouts for the block type"),
             (self.block, "block timeout"),
+            (retry_share, "share of the retry's timeout"),
+            (_named(self.job_named, names), "job timeouts.actions"),
             (_named(self.block_named, names), "block timeouts"),
         ):
             if value is not None:
                 seconds, source = value, label
         return seconds, source
+
+
+def retry_share(timeout: float, attempts: int) -> float | None:
+    """Each attempt's part of a retry's timeout (LAVA: whole seconds); None for a single attempt."""
+    return float(timeout // attempts) if attempts > 1 else None
 
 
 def _named(table: Mapping[str, float] | None, names: tuple[str, ...]) -> float | None:

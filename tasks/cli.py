@@ -65,11 +65,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.runner import describe_pipeline
 
     job, device = load_job_and_device(args.job, args.device, args)
+    from pipeline.builder import unknown_timeout_names
+
+    for warning in unknown_timeout_names(job):
+        print(f"warning: {warning}", file=sys.stderr)
     if device is None:
         print(yaml.safe_dump({"job": job.name, "valid": True}, sort_keys=False), end="")
         return EXIT_OK
     multinode = job.multinode
-    if multinode:
+    if multinode and multinode.subjob:  # one member of a group, as lava-server hands it to lava-run
+        output = {"job": job.name, "device_type": device.device_type, "role": multinode.role,
+                  "pipeline": describe_pipeline(job, device, multinode.role)}
+    elif multinode:
         roles = {role: describe_pipeline(job, device, role) for role, spec in multinode.roles.items()
                  if spec.device_type == device.device_type}
         if not roles:

@@ -202,12 +202,26 @@ NAMES = ("lava-test-shell",)
     (TimeoutSources(job_action=50, device_named={"lava-test-shell": 60}), (60, "device timeouts.actions")),
     (TimeoutSources(device_named={"lava-test-shell": 60}, job_named={"lava-test-shell": 70}),
      (70, "job timeouts.actions")),
-    (TimeoutSources(job_named={"lava-test-shell": 70}, block=80), (80, "block timeout")),
+    # Since LAVA 2025.06 the job's named timeout beats the block's timeout (2023.01: the other way round).
+    (TimeoutSources(job_named={"lava-test-shell": 70}, block=80), (70, "job timeouts.actions")),
+    (TimeoutSources(device_named={"lava-test-shell": 60}, block=80), (80, "block timeout")),
     (TimeoutSources(block=80, block_named={"lava-test-shell": 90}), (90, "block timeouts")),
+    (TimeoutSources(job_named={"lava-test-shell": 70}, block_named={"lava-test-shell": 90}), (90, "block timeouts")),
     (TimeoutSources(job_named={"other": 70}, block_named={"other": 90}), (30, "default")),
 ])
 def test_timeout_precedence(sources, expected):
     assert sources.effective(NAMES) == expected
+
+
+@pytest.mark.parametrize("sources,share,expected", [
+    # Since LAVA 2025.02 a retry's attempts share its timeout: the share beats the block's timeout...
+    (TimeoutSources(block=80), 40.0, (40, "share of the retry's timeout")),
+    # ... but not a named timeout, the job's or the block's.
+    (TimeoutSources(block=80, job_named={"lava-test-shell": 70}), 40.0, (70, "job timeouts.actions")),
+    (TimeoutSources(block_named={"lava-test-shell": 90}), 40.0, (90, "block timeouts")),
+])
+def test_a_retry_shares_its_timeout_among_its_attempts(sources, share, expected):
+    assert sources.effective(NAMES, retry_share=share) == expected
 
 
 def description(job_text: str, device=KVM):
@@ -243,7 +257,7 @@ def test_validate_output_shows_the_effective_timeouts():
     by_name = {entry["name"]: entry for entry in description(JOB)}
     assert by_name["deployimages"]["timeout"] == 120  # job timeouts.action
     assert by_name["execute-qemu"]["timeout"] == 300  # the block's timeout beats the device's named 30 s
-    assert by_name["expect-shell-connection"]["timeout"] == 300  # block timeout beats job named
+    assert by_name["expect-shell-connection"]["timeout"] == 240  # job named beats the block's timeout (LAVA 2025.06)
     assert by_name["export-device-env"]["timeout"] == 7  # the block's own named timeout wins
     assert by_name["export-device-env"]["connection_timeout"] == 20
     assert "connection_timeout" not in by_name["deployimages"]
