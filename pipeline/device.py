@@ -123,6 +123,8 @@ def parse_device(text: str, source: str = "device", **render: Any) -> Device:
     data = load_yaml(text, "device", f"{source}: ")
     if not isinstance(data, dict):
         raise ProblemList([f"{source}: the device configuration must be a YAML mapping"])
+    if "device_type" not in data and render.get("job_device_type"):
+        data["device_type"] = render["job_device_type"]  # a device LAVA rendered: of the job's type
     try:
         device = Device.model_validate(data)
     except ValidationError as exc:
@@ -141,14 +143,15 @@ def load_device(path: str | Path, **render: Any) -> Device:
 def load_device_dictionary(text: str, *, name: str = "device", source: str | None = None,
                            job_context: Mapping[str, Any] | None = None,
                            device_types: Sequence[str | Path] | None = None,
-                           dispatcher: DispatcherConfig | None = None) -> Device:
+                           dispatcher: DispatcherConfig | None = None,
+                           job_device_type: str | None = None) -> Device:
     """Render a device dictionary (see ``pipeline.device_dict.render_device_dictionary``) and load the
     result as a Device."""
     from pipeline.device_dict import rendered_device_data
 
     source = source or name
     data = rendered_device_data(text, name=name, source=source, job_context=job_context,
-                                device_types=device_types, dispatcher=dispatcher)
+                                device_types=device_types, dispatcher=dispatcher, job_device_type=job_device_type)
     try:
         return Device.model_validate(data)
     except ValidationError as exc:

@@ -137,11 +137,17 @@ def render_device_dictionary(text: str, *, name: str = "device", source: str | N
 def rendered_device_data(text: str, *, name: str = "device", source: str | None = None,
                          job_context: Mapping[str, Any] | None = None,
                          device_types: Sequence[str | Path] | None = None,
-                         dispatcher: DispatcherConfig | None = None) -> dict[str, Any]:
-    """The rendered dictionary as a mapping, with its device_type and hostname (pipeline.device checks it)."""
+                         dispatcher: DispatcherConfig | None = None,
+                         job_device_type: str | None = None) -> dict[str, Any]:
+    """The rendered dictionary as a mapping, with its device_type and hostname (pipeline.device checks it).
+
+    Without a ``device_type`` key the device is of the job's type (``job_device_type``:
+    lava-run takes the server's word for it), else of the template the dictionary extends.
+    """
     source = source or name
     rendered, device_type = _render(text, name, source, job_context, device_types, dispatcher)
     data = load_rendered_yaml(rendered, source)
+    device_type = job_device_type or device_type
     if device_type and "device_type" not in data:
         data["device_type"] = device_type
     data.setdefault("hostname", name)

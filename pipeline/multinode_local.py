@@ -40,7 +40,7 @@ def run_members(job: Job, device: Device, output_dir: Path, coordinator: Any, *,
                 quiet: bool = True, verbose: bool = False, cancel: threading.Event | None = None) -> dict[str, Outcome]:
     """Run every member of ``job`` in threads against ``coordinator`` (any object with
     create_group/client/end_group, e.g. LocalCoordinator or a Redis one); return the outcomes."""
-    other_types = {spec.device_type for spec in roles_of(job).values()} - {device.device_type}
+    other_types = {spec.device_type or device.device_type for spec in roles_of(job).values()} - {device.device_type}
     if other_types:
         raise ProblemList([f"protocols.lava-multinode.roles: a local run uses the one device given "
                            f"({device.device_type!r}) for every role; this job also needs "

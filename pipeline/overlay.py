@@ -23,6 +23,7 @@ import shutil
 import stat
 import tarfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -119,6 +120,14 @@ def check_testdef(data: Any, place: str) -> None:
     problems = testdef_problems(data, place)
     if problems:
         raise JobError("; ".join(problems))
+
+
+def skip_install(testdef: dict[str, Any], skipped: Sequence[str] | None) -> dict[str, Any]:
+    """The definition without the install parts the job's ``skip_install`` names (``all``: every one)."""
+    if not skipped or not isinstance(testdef.get("install"), dict):
+        return testdef
+    install = {} if "all" in skipped else {k: v for k, v in testdef["install"].items() if k not in skipped}
+    return {**testdef, "install": install}
 
 
 def write_test(stage_dir: Path, stage: int, index: int, name: str, testdef: dict[str, Any],

@@ -35,6 +35,11 @@ class TestDefinition(Strict):
     params: dict[ShellName, Any] | None = None
     shallow: bool = True
     lava_signal: Literal["stdout", "kmsg"] | None = Field(None, alias="lava-signal")
+    skip_install: list[Literal["keys", "sources", "deps", "steps", "git-repos", "all"]] | None = None
+    # LAVA keys that change nothing here (``expected``: the test cases LAVA reports missing ones of).
+    expected: list[str] | None = None
+    history: bool | None = None
+    recursive: bool | None = None
 
 
 def parse_definitions(items: list[dict[str, Any]], place: str, problems: list[str]) -> list[TestDefinition]:

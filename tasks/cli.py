@@ -39,7 +39,8 @@ def load_job_and_device(job_path: str, device_path: str | None, args: Any = None
         config = getattr(args, "dispatcher", None)
         dispatcher = DispatcherConfig.parse(read_file(config, "dispatcher config"), config) if config else None
         device = parse_device(text, Path(device_path).name, job_context=job.header.context, dispatcher=dispatcher,
-                              device_types=getattr(args, "device_types", None))
+                              device_types=getattr(args, "device_types", None),
+                              job_device_type=job.header.device_type)
     return job, device
 
 
@@ -73,6 +74,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(yaml.safe_dump({"job": job.name, "valid": True}, sort_keys=False), end="")
         return EXIT_OK
     multinode = job.multinode
+    output: dict[str, Any]
     if multinode and multinode.subjob:  # one member of a group, as lava-server hands it to lava-run
         output = {"job": job.name, "device_type": device.device_type, "role": multinode.role,
                   "pipeline": describe_pipeline(job, device, multinode.role)}
@@ -81,7 +83,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                  if spec.device_type == device.device_type}
         if not roles:
             raise ProblemList([f"device_type: no role of this job uses device type {device.device_type!r}"])
-        output: dict[str, Any] = {"job": job.name, "roles": {r: {"pipeline": p} for r, p in roles.items()}}
+        output = {"job": job.name, "roles": {r: {"pipeline": p} for r, p in roles.items()}}
         output["pipeline"] = next(iter(roles.values()))
     else:
         output = {"job": job.name, "device_type": device.device_type, "pipeline": describe_pipeline(job, device)}
@@ -103,6 +105,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if device is None:
         raise UsageError("run needs --device DEVICE.yaml")
     output_dir = checked_output_dir(Path(args.output_dir or Path.cwd() / "output" / Path(args.job).stem))
+    if job.multinode and job.multinode.subjob:
+        raise UsageError("this is one member's sub-job of a multinode group (the form lava-server hands to "
+                         "lava-run): run the multinode job with all its roles, or validate this one")
     if job.multinode:
         from pipeline.multinode_local import run_multinode_locally
 

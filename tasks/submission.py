@@ -145,6 +145,9 @@ def submit(lab: LabState, text: str, *, priority: str | int | None = None, queue
 
     prio = priority_value(priority)
     job = job or parse_job(text)
+    if job.multinode and job.multinode.subjob:
+        raise ProblemList(["protocols.lava-multinode.role: this is one member's sub-job (the form lava-server "
+                           "hands to lava-run): submit the multinode job with all its roles"])
     if job.multinode:
         return submit_group(lab, text, job, priority=prio, queue_anyway=queue_anyway, submitter=submitter,
                             dispatch=dispatch, client_ref=client_ref, group_id=job_id, visibility=visibility)
@@ -189,7 +192,7 @@ def submit_group(lab: LabState, text: str, job: Job, *, priority: int | None, qu
     names: dict[str, chains.PipelineNames] = {}
     shas: dict[str, str] = {}
     for role, spec in roles.items():
-        found, names[role], type_shas = validate_for_type(lab, job, spec.device_type, role)
+        found, names[role], type_shas = validate_for_type(lab, job, spec.device_type or "", role)
         problems += [f"{p} (role {role})" for p in found]
         shas.update(type_shas)
     if problems:

@@ -218,7 +218,8 @@ def load_case(source: Source, case: Case) -> tuple[Job, Device]:
     dictionary = (source.devices / f"{case.device}.jinja2").read_text()
     device = load_device_dictionary(dictionary, name=case.device, source=f"{case.device}.jinja2",
                                     job_context=job.header.context,
-                                    device_types=[*source.templates, source.devices])
+                                    device_types=[*source.templates, source.devices],
+                                    job_device_type=job.header.device_type)
     return job, device
 
 

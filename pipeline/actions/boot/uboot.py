@@ -25,7 +25,6 @@ from pipeline.fields import Field, SafeName
 from pipeline.registry import block_model, known_action, strategy
 from pipeline.strategy import BuildPlan, Strategy, params_of
 
-
 BOOT_COMMANDS = ("bootz", "bootm", "booti")
 KERNEL_BOOT_COMMAND = {"zimage": "bootz", "uimage": "bootm", "image": "booti"}  # LAVA's kernel.type -> command
 
@@ -82,7 +81,7 @@ SAFE_VALUE = re.compile(r"^[A-Za-z0-9._/:,+=@%~-]*$")
 PLACEHOLDER = re.compile(r"\{[A-Z][A-Z0-9_]*\}")
 # Lines naming a file the job does not deploy are left out (as LAVA does), so one
 # command list serves jobs with and without a dtb or a ramdisk.
-OPTIONAL_FILES = ("DTB", "RAMDISK")
+OPTIONAL_FILES = ("DTB", "RAMDISK", "TEE", "DTBO")  # (LAVA's templates load a TEE when a job deploys one)
 
 
 def uboot_failures() -> list[tuple[str, Exception]]:
@@ -92,8 +91,7 @@ def uboot_failures() -> list[tuple[str, Exception]]:
 def media_files(params: BootUBoot, deployment: Deployment | None) -> MediaFiles | None:
     """The files this boot loads from secondary media: the boot block's (LAVA's form) or the deploy's."""
     if params.kernel and params.root_uuid:
-        return MediaFiles(params.kernel, params.dtb or "", params.ramdisk, params.root_uuid.removeprefix("UUID="),
-                          params.boot_part or 1)
+        return MediaFiles(params.kernel, params.dtb or "", params.ramdisk, params.root_uuid, params.boot_part or 1)
     return deployment.media if deployment else None
 
 
@@ -117,7 +115,7 @@ class BootloaderCommandOverlay(Action):
     def values(self, ctx: JobContext) -> dict[str, str]:
         params: BootUBoot = self.params
         deployment = ctx.deployment or Deployment("none", "")  # a board booted with what it holds
-        addresses = ctx.device.parameters.get(params.type) or {}
+        addresses = ctx.device.parameters.get(params.type or "bootm") or {}
         values = {
             "SERVER_IP": str(ctx.device.parameters.get("tftp_server_ip", "")),
             "NFS_SERVER_IP": str(ctx.device.parameters.get("nfs_server_ip",
@@ -137,6 +135,10 @@ class BootloaderCommandOverlay(Action):
             # Secondary media: the bootloader loads the files from the written image.
             values.update({"KERNEL": self.media.kernel, "DTB": self.media.dtb, "RAMDISK": self.media.ramdisk or "",
                            "ROOT_UUID": self.media.root_uuid, "BOOT_PART": str(self.media.boot_part),
+                           # LAVA's templates' names for the same values
+                           "ROOT": self.media.root_uuid if self.media.root_uuid.startswith("UUID=")
+                           else f"UUID={self.media.root_uuid}",
+                           "ROOT_PART": str(self.media.boot_part),
                            "NFSROOTFS": ""})
         for key, value in values.items():
             if not SAFE_VALUE.match(value):

@@ -185,7 +185,8 @@ class TestOverlayAction(Action):
             placed = []
             for repo in by_stage.get(stage, []):
                 fetched = repo.target(ctx)
-                testdef = overlay.load_testdef(fetched, repo.definition.path, repo.place)
+                testdef = overlay.skip_install(overlay.load_testdef(fetched, repo.definition.path, repo.place),
+                                               repo.definition.skip_install)
                 name = repo.definition.name or str(testdef["metadata"]["name"])
                 params = {**(repo.definition.params or {}), **(repo.definition.parameters or {})}
                 placed.append(overlay.write_test(directory, stage, repo.index, overlay.safe_suite(name), testdef,

@@ -7,6 +7,7 @@ loads the kernel, dtb and ramdisk from inside the image (``MediaFiles``).
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Literal
 
@@ -18,36 +19,108 @@ from pipeline.context import JobContext
 from pipeline.deployment import Deployment, MediaFiles
 from pipeline.device import Device
 from pipeline.errors import InfrastructureError, JobError
-from pipeline.fields import Compression, Field, ImageSpec, Os, Url
+from pipeline.fields import Compression, Field, FileRef, ImageSpec, Os, SafeName, Strict
 from pipeline.registry import block_model, known_action, strategy
 from pipeline.strategy import BuildPlan, Strategy, params_of
+
+_DISK_ID = re.compile(r"^[A-Za-z0-9._:+-]{1,200}$")  # a name under /dev/disk/by-id
+
+
+class MediaTool(Strict):
+    """LAVA's download or writer tool on the board (accepted; the board fetches the image with wget here)."""
+
+    tool: str
+    options: str
+    prompt: str
+
+
+class MediaPrompts(Strict):
+    prompts: list[str]
 
 
 @block_model("deploy", "usb", "sata")
 class DeployMedia(DeployBase):
-    """usb and sata: an unchanged image written to secondary media."""
+    """usb and sata: an unchanged image written to secondary media.
+
+    Two forms: LAVA's (``image: {url, compression}`` or ``images: {image: ...}``,
+    ``device: <label>`` of the device's ``parameters.media.<usb|sata>``, the files
+    inside the image named by the boot after it) and the seed's (``image: URL``
+    with kernel, dtb, UUID and boot_part here, the device's ``device_node``).
+    """
 
     to: Literal["usb", "sata"]
-    image: Url
+    image: FileRef | None = None
+    images: dict[SafeName, FileRef] | None = None
     compression: Compression | None = None
     md5sum: str | None = Field(None, pattern=r"^[0-9a-fA-F]{32}$")
     sha256sum: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    kernel: str
+    kernel: str | None = None
     ramdisk: str | None = None
-    dtb: str
-    UUID: str = Field(pattern=r"^[0-9A-Fa-f-]{4,64}$")
-    boot_part: int = Field(ge=1, le=128)
+    dtb: str | None = None
+    UUID: str | None = Field(None, pattern=r"^[0-9A-Fa-f-]{4,64}$")
+    boot_part: int | None = Field(None, ge=1, le=128)
     os: Os | None = None
-    device: str | None = None
+    device: str | None = Field(None, pattern=r"^[A-Za-z0-9._:+-]{1,100}$")
+    download: MediaTool | None = None
+    writer: MediaTool | None = None
+    tool: MediaPrompts | None = None
+    uniquify: bool | None = None
+
+    def spec(self) -> ImageSpec | None:
+        spec = self.image or (self.images or {}).get("image")
+        if spec is None:
+            return None
+        # The seed's form gives the image's compression and checksums beside a URL.
+        seed = {key: value for key in ("compression", "md5sum", "sha256sum")
+                if (value := getattr(self, key)) is not None and getattr(spec, key) is None}
+        return spec.model_copy(update=seed) if seed else spec
 
     def files(self) -> dict[str, tuple[str, ImageSpec]]:
-        return {"image": ("image", ImageSpec(url=self.image, compression=self.compression, md5sum=self.md5sum,
-                                             sha256sum=self.sha256sum))}
+        spec = self.spec()
+        where = "image" if self.image is not None else "images.image"
+        return {"image": (where, spec)} if spec is not None else {}
+
+    def rules(self, place: str) -> list[str]:
+        problems = []
+        if (self.image is None) == (self.images is None):
+            problems.append(f"{place}: {self.to} needs exactly one of image or images")
+        elif self.spec() is None:
+            problems.append(f"{place}.images.image: required but missing (the image written to the media)")
+        seed = [key for key in ("kernel", "dtb", "UUID", "boot_part") if getattr(self, key) is not None]
+        if seed and len(seed) < 4:
+            problems += [f"{place}.{key}: required but missing with {', '.join(seed)} (or give the files in the "
+                         "boot block, as LAVA does)"
+                         for key in ("kernel", "dtb", "UUID", "boot_part") if key not in seed]
+        return problems
 
     def deployment(self, place: str) -> Deployment:
         declared = super().deployment(place)
-        declared.media = MediaFiles(self.kernel, self.dtb, self.ramdisk, self.UUID, self.boot_part)
+        if self.kernel and self.dtb and self.UUID and self.boot_part:
+            declared.media = MediaFiles(self.kernel, self.dtb, self.ramdisk, self.UUID, self.boot_part)
         return declared
+
+
+def media_node(device: Device, params: DeployMedia) -> tuple[str | None, str]:
+    """The node the image is written to on the board, or None and why not.
+
+    LAVA's devices describe their media under ``parameters.media.<usb|sata>.<label>``
+    with the disk's ``uuid`` (its name under /dev/disk/by-id); the seed's give
+    ``actions.deploy.methods.<usb|sata>.parameters.device_node``.
+    """
+    if params.device:
+        media = (device.parameters.get("media") or {}).get(params.to) or {}
+        entry = media.get(params.device) if isinstance(media, dict) else None
+        uuid = entry.get("uuid") if isinstance(entry, dict) else None
+        if not isinstance(uuid, str) or not _DISK_ID.match(uuid):
+            labels = ", ".join(sorted(k for k, v in media.items() if isinstance(v, dict))) or "none"
+            return None, (f"the device has no {params.to} media {params.device!r} with a uuid "
+                          f"(parameters.media.{params.to}: {labels})")
+        return f"/dev/disk/by-id/{uuid}", ""
+    node = device.deploy_parameters(params.to).get("device_node")
+    if not node:
+        return None, (f"the device's {params.to} method has no parameters.device_node (or name the media with "
+                      f"device: <label> of parameters.media.{params.to})")
+    return str(node), ""
 
 
 @known_action
@@ -86,7 +159,8 @@ class StorageDeploy(DeployAction):
 
     def __init__(self, params: DeployMedia, place: str):
         super().__init__(params, place)
-        self.summary = f"deploy to {params.to}: kernel {params.kernel}, dtb {params.dtb}, partition {params.boot_part}"
+        inside = f": kernel {params.kernel}, dtb {params.dtb}, partition {params.boot_part}" if params.kernel else ""
+        self.summary = f"deploy to {params.to}{inside}"
 
 
 @strategy("deploy", priority=10)
@@ -98,14 +172,13 @@ class MediaDeploy(Strategy):
         ok, reason = device.offers("deploy", params.to)
         if not ok:
             return ok, reason
-        if not device.deploy_parameters(params.to).get("device_node"):
-            return False, f"the device's {params.to} method has no parameters.device_node"
-        return True, ""
+        node, reason = media_node(device, params)
+        return node is not None, reason
 
     @classmethod
     def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
         params = params_of(block, DeployMedia)
-        node = plan.device.deploy_parameters(params.to)["device_node"]
+        node, _ = media_node(plan.device, params)
         top = StorageDeploy(params, block.place)
         top.internal(*[DownloadRetry(key, spec) for key, (_, spec) in params.files().items()],
                      WriteImageToMedia(params, str(node)))

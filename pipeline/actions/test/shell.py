@@ -48,10 +48,27 @@ MAX_STARTED = 10000  # test cases started and not yet ended whose start time is 
 class TestBlock(ActionBase):
     __test__ = False
     name: SafeName | None = None
-    definitions: list[dict[str, Any]] = Field(min_length=1)
+    definitions: list[dict[str, Any]] | None = Field(None, min_length=1)
+    # LAVA's other kinds of test block: refused by ``rules``, each naming itself.
+    docker: Any = None
+    interactive: Any = None
+    monitors: Any = None
+    services: Any = None
 
     def read_parts(self, block: ActionBlock, problems: list[str]) -> None:
-        block.definitions = parse_definitions(self.definitions, block.place, problems)
+        block.definitions = parse_definitions(self.definitions or [], block.place, problems)
+
+    def rules(self, place: str) -> list[str]:
+        problems = [f"{place}.{key}: {what} are not supported by this dispatcher" for key, what in UNSUPPORTED_TESTS
+                    if getattr(self, key) is not None]
+        if self.definitions is None and not problems:
+            problems.append(f"{place}.definitions: required but missing")
+        return problems
+
+
+UNSUPPORTED_TESTS = (("docker", "test definitions run in a docker container"),
+                     ("interactive", "interactive tests"), ("monitors", "monitor tests"),
+                     ("services", "docker test services"))
 
 
 class RunState:
