@@ -20,7 +20,7 @@ from pipeline.device import Device
 from pipeline.errors import InfrastructureError, JobError
 from pipeline.fields import Compression, Field, ImageSpec, Os, Url
 from pipeline.registry import block_model, known_action, strategy
-from pipeline.strategy import BuildPlan, Strategy, params_of
+from pipeline.strategy import BuildPlan, Strategy
 
 
 @block_model("deploy", "usb", "sata")
@@ -91,10 +91,10 @@ class StorageDeploy(DeployAction):
 
 @strategy("deploy", priority=10)
 class MediaDeploy(Strategy):
+    model, other_model = DeployMedia, "'to' is not usb or sata"
+
     @classmethod
-    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
-        if not isinstance(params, DeployMedia):
-            return False, "'to' is not usb or sata"
+    def device_accepts(cls, device: Device, params: DeployMedia) -> tuple[bool, str]:
         ok, reason = device.offers("deploy", params.to)
         if not ok:
             return ok, reason
@@ -103,8 +103,7 @@ class MediaDeploy(Strategy):
         return True, ""
 
     @classmethod
-    def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
-        params = params_of(block, DeployMedia)
+    def make(cls, params: DeployMedia, block: ActionBlock, plan: BuildPlan) -> Action:
         node = plan.device.deploy_parameters(params.to)["device_node"]
         top = StorageDeploy(params, block.place)
         top.internal(*[DownloadRetry(key, spec) for key, (_, spec) in params.files().items()],

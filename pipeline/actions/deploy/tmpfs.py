@@ -14,10 +14,9 @@ from pipeline.actions.common.download import DownloadRetry
 from pipeline.actions.common.overlay import overlay_action, overlay_root
 from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
-from pipeline.device import Device
 from pipeline.fields import Compression, Field, FileRef, ImageSpec, Os, SafeName, Url
 from pipeline.registry import block_model, known_action, strategy
-from pipeline.strategy import BuildPlan, Strategy, params_of
+from pipeline.strategy import BuildPlan, Strategy
 
 
 @block_model("deploy", "tmpfs")
@@ -101,12 +100,8 @@ class DeployImages(DeployAction):
 
 @strategy("deploy", priority=10)
 class TmpfsDeploy(Strategy):
-    @classmethod
-    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
-        if not isinstance(params, DeployTmpfs):
-            return False, "'to' is not tmpfs"
-        return device.offers("deploy", "tmpfs")
+    model, other_model, method = DeployTmpfs, "'to' is not tmpfs", ("deploy", "tmpfs")
 
     @classmethod
-    def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
-        return DeployImages(params_of(block, DeployTmpfs), plan, block.place)
+    def make(cls, params: DeployTmpfs, block: ActionBlock, plan: BuildPlan) -> Action:
+        return DeployImages(params, plan, block.place)
