@@ -11,7 +11,7 @@ deploy prepares, the Deployment a boot boots).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from pipeline.action import Action
 from pipeline.blocks import ActionBlock
@@ -24,17 +24,42 @@ P = TypeVar("P")
 
 
 class Strategy:
-    """Chooses and builds the action for one kind of block."""
+    """Chooses and builds the action for one kind of block.
+
+    A method's strategy names its block ``model`` (and the reason given when a
+    block is another model), the device ``method`` it needs (kind and name,
+    None when any device will do), may add checks in ``device_accepts`` and
+    builds its action in ``make``.
+    """
 
     kind: ClassVar[str] = ""  # deploy, boot, test, submit
     priority: ClassVar[int] = 0
+    model: ClassVar[type] = object
+    other_model: ClassVar[str] = ""  # the reason when the block is not ``model``
+    method: ClassVar[tuple[str, str] | None] = None  # ("boot", "qemu"): the device must offer it
 
     @classmethod
     def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
-        raise NotImplementedError
+        if not isinstance(params, cls.model):
+            return False, cls.other_model
+        if cls.method is not None:
+            ok, reason = device.offers(*cls.method)
+            if not ok:
+                return ok, reason
+        return cls.device_accepts(device, params)
+
+    @classmethod
+    def device_accepts(cls, device: Device, params: Any) -> tuple[bool, str]:
+        """Checks beyond the model and the method (u-boot's command sets, a media node, ...)."""
+        return True, ""
 
     @classmethod
     def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
+        return cls.make(params_of(block, cls.model), block, plan)
+
+    @classmethod
+    def make(cls, params: Any, block: ActionBlock, plan: BuildPlan) -> Action:
+        """The block's top-level action from its parameters (already the strategy's model)."""
         raise NotImplementedError
 
 

@@ -25,6 +25,7 @@ import time
 
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from server.db import session
 from server.models import RemoteToken, Token, User
@@ -102,14 +103,20 @@ def list_users(*, engine: Engine | None = None) -> list[User]:
         return list(s.execute(select(User).order_by(User.username)).scalars())
 
 
+def _user(s: Session, user: str) -> User:
+    """The user named ``user`` in this session, or UnknownUser."""
+    owner = s.execute(select(User).where(User.username == user)).scalar_one_or_none()
+    if owner is None:
+        raise UnknownUser(f"no user {user}")
+    return owner
+
+
 def add_token(user: str, description: str = "", *, engine: Engine | None = None) -> str:
     """Makes a token for ``user`` and returns its secret: the only time it is ever available."""
     secret = secrets.token_urlsafe(32)
     stored = hash_secret(secret)
     with session(engine, write=True) as s:
-        owner = s.execute(select(User).where(User.username == user)).scalar_one_or_none()
-        if owner is None:
-            raise UnknownUser(f"no user {user}")
+        owner = _user(s, user)
         s.add(Token(user_id=owner.id, description=description or "", lookup=_lookup(secret), secret_hash=stored))
     return secret
 
@@ -117,18 +124,14 @@ def add_token(user: str, description: str = "", *, engine: Engine | None = None)
 def list_tokens(user: str, *, engine: Engine | None = None) -> list[Token]:
     """The user's tokens (id, description, created; never a secret), oldest first."""
     with session(engine) as s:
-        owner = s.execute(select(User).where(User.username == user)).scalar_one_or_none()
-        if owner is None:
-            raise UnknownUser(f"no user {user}")
+        owner = _user(s, user)
         return list(s.execute(select(Token).where(Token.user_id == owner.id).order_by(Token.id)).scalars())
 
 
 def delete_token(user: str, token_id: int, *, engine: Engine | None = None) -> bool:
     """Deletes the user's token ``token_id``; False when the user has no such token."""
     with session(engine, write=True) as s:
-        owner = s.execute(select(User.id).where(User.username == user)).scalar_one_or_none()
-        if owner is None:
-            raise UnknownUser(f"no user {user}")
+        owner = _user(s, user).id
         done = s.execute(delete(Token).where(Token.id == token_id, Token.user_id == owner))
         return bool(getattr(done, "rowcount", 0))
 
@@ -140,9 +143,7 @@ def add_remote_token(user: str, name: str, secret: str, *, engine: Engine | None
     if not isinstance(secret, str) or not secret or len(secret) > 4096 or any(c in secret for c in "\r\n\0"):
         raise ValueError("a remote token's secret is one line of 1-4096 characters")
     with session(engine, write=True) as s:
-        owner = s.execute(select(User).where(User.username == user)).scalar_one_or_none()
-        if owner is None:
-            raise UnknownUser(f"no user {user}")
+        owner = _user(s, user)
         s.execute(delete(RemoteToken).where(RemoteToken.user_id == owner.id, RemoteToken.name == name))
         s.add(RemoteToken(user_id=owner.id, name=name, secret=secret))
 
@@ -157,18 +158,14 @@ def remote_secret(user: str, name: str, *, engine: Engine | None = None) -> str 
 def list_remote_tokens(user: str, *, engine: Engine | None = None) -> list[RemoteToken]:
     """The user's remote tokens, by name (their secrets are loaded but callers print names only)."""
     with session(engine) as s:
-        owner = s.execute(select(User.id).where(User.username == user)).scalar_one_or_none()
-        if owner is None:
-            raise UnknownUser(f"no user {user}")
+        owner = _user(s, user).id
         return list(s.execute(select(RemoteToken).where(RemoteToken.user_id == owner)
                               .order_by(RemoteToken.name)).scalars())
 
 
 def delete_remote_token(user: str, name: str, *, engine: Engine | None = None) -> bool:
     with session(engine, write=True) as s:
-        owner = s.execute(select(User.id).where(User.username == user)).scalar_one_or_none()
-        if owner is None:
-            raise UnknownUser(f"no user {user}")
+        owner = _user(s, user).id
         done = s.execute(delete(RemoteToken).where(RemoteToken.user_id == owner, RemoteToken.name == name))
         return bool(getattr(done, "rowcount", 0))
 

@@ -35,9 +35,11 @@ class Context:
 METHODS: dict[str, Method] = {}
 
 
-def method(name: str) -> Callable[[Method], Method]:
+def method(*names: str) -> Callable[[Method], Method]:
+    """Register ``func`` under each name (LAVA's current name first, then its older aliases)."""
     def register(func: Method) -> Method:
-        METHODS[name] = func
+        for name in names:
+            METHODS[name] = func
         return func
 
     return register
@@ -77,34 +79,21 @@ def system_method_signature(ctx: Context, name: str) -> str:
 # ---------------------------------------------------------------- jobs
 
 
-def _submit(ctx: Context, definition: Any) -> int | list[str]:
-    ids = ctx.service.submit(ctx.caller, definition)
+def _shown_ids(ids: list[str]) -> int | list[str]:
+    """A single job's id as a number, a multinode job's member ids as they are."""
     return ids if "." in ids[0] else int(ids[0])
 
 
-@method("scheduler.jobs.submit")
+@method("scheduler.jobs.submit", "scheduler.submit_job")
 def jobs_submit(ctx: Context, definition: Any) -> int | list[str]:
     """Submit a job (YAML text); its id, or a multinode job's member ids (``N.M``)."""
-    return _submit(ctx, definition)
+    return _shown_ids(ctx.service.submit(ctx.caller, definition))
 
 
-@method("scheduler.submit_job")
-def submit_job(ctx: Context, definition: Any) -> int | list[str]:
-    """Submit a job (LAVA's older name of scheduler.jobs.submit)."""
-    return _submit(ctx, definition)
-
-
-@method("scheduler.jobs.resubmit")
+@method("scheduler.jobs.resubmit", "scheduler.resubmit_job")
 def jobs_resubmit(ctx: Context, job_id: Any) -> int | list[str]:
     """Submit one of your jobs again (admins: any job)."""
-    ids = ctx.service.resubmit(ctx.caller, job_id)
-    return ids if "." in ids[0] else int(ids[0])
-
-
-@method("scheduler.resubmit_job")
-def resubmit_job(ctx: Context, job_id: Any) -> int | list[str]:
-    ids: int | list[str] = jobs_resubmit(ctx, job_id)
-    return ids
+    return _shown_ids(ctx.service.resubmit(ctx.caller, job_id))
 
 
 @method("scheduler.jobs.cancel")
@@ -171,22 +160,23 @@ def jobs_validate(ctx: Context, definition: Any, strict: Any = False) -> dict[st
     return {"path": path, "msg": "\n".join(problems)}
 
 
-@method("scheduler.job_state")
-def job_state(ctx: Context, job_id: Any) -> dict[str, Any]:
+def _job_field(ctx: Context, job_id: Any, field: str) -> dict[str, Any]:
+    """``{job_id, job_<field>}`` (and ``sub_id`` for a multinode member), as LAVA answers."""
     job = ctx.service.job(job_id)
-    answer: dict[str, Any] = {"job_id": formats.shown_id(job.id.split(".")[0]), "job_state": job.state}
+    answer: dict[str, Any] = {"job_id": formats.shown_id(job.id.split(".")[0]), f"job_{field}": getattr(job, field)}
     if "." in job.id:
         answer["sub_id"] = job.id
     return answer
+
+
+@method("scheduler.job_state")
+def job_state(ctx: Context, job_id: Any) -> dict[str, Any]:
+    return _job_field(ctx, job_id, "state")
 
 
 @method("scheduler.job_health")
 def job_health(ctx: Context, job_id: Any) -> dict[str, Any]:
-    job = ctx.service.job(job_id)
-    answer: dict[str, Any] = {"job_id": formats.shown_id(job.id.split(".")[0]), "job_health": job.health}
-    if "." in job.id:
-        answer["sub_id"] = job.id
-    return answer
+    return _job_field(ctx, job_id, "health")
 
 
 @method("scheduler.job_details")

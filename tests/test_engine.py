@@ -292,7 +292,7 @@ def test_no_strategy_reports_every_reason():
 
     with pytest.raises(ProblemList) as info:
         description(text)
-    assert "UBootBoot: device type 'kvm' has no u-boot boot method" in str(info.value)
+    assert "UBootBoot: device type 'kvm' offers boot methods qemu, not 'u-boot'" in str(info.value)
 
 
 def test_submit_is_accepted_and_logged_as_ignored(tmp_path):

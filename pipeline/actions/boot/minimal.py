@@ -14,10 +14,9 @@ from pipeline.actions.common.console import ConnectDevice, ResetDevice
 from pipeline.actions.common.overlay import ApplyOverlayLocal, overlay_action
 from pipeline.actions.common.shell import BootBase, shell_steps
 from pipeline.blocks import ActionBlock
-from pipeline.device import Device
 from pipeline.errors import ProblemList
 from pipeline.registry import block_model, known_action, strategy
-from pipeline.strategy import BuildPlan, Strategy, params_of
+from pipeline.strategy import BuildPlan, Strategy
 
 
 @block_model("boot", "minimal")
@@ -35,17 +34,10 @@ class MinimalBootAction(Action):
 
 @strategy("boot", priority=5)
 class MinimalBoot(Strategy):
-    @classmethod
-    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
-        if not isinstance(params, BootMinimal):
-            return False, "method is not minimal"
-        if "minimal" not in device.boot_methods:
-            return False, f"device type {device.device_type!r} has no minimal boot method"
-        return True, ""
+    model, other_model, method = BootMinimal, "method is not minimal", ("boot", "minimal")
 
     @classmethod
-    def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
-        params = params_of(block, BootMinimal)
+    def make(cls, params: BootMinimal, block: ActionBlock, plan: BuildPlan) -> Action:
         steps: list[Action] = []
         local = plan.device.boot_parameters("minimal").get("overlay") == "local"
         if not plan.before("boot") and not plan.deployed_before():

@@ -19,10 +19,9 @@ from pipeline.actions.common.shell import BootBase, shell_steps
 from pipeline.blocks import ActionBlock
 from pipeline.connection import ShellConnection
 from pipeline.context import JobContext
-from pipeline.device import Device
 from pipeline.errors import ConfigurationError, InfrastructureError, JobError, ProblemList
 from pipeline.registry import block_model, known_action, strategy
-from pipeline.strategy import BuildPlan, Strategy, params_of
+from pipeline.strategy import BuildPlan, Strategy
 
 
 @block_model("boot", "qemu")
@@ -115,17 +114,10 @@ class BootQemuImage(Action):
 
 @strategy("boot", priority=10)
 class QemuBoot(Strategy):
-    @classmethod
-    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
-        if not isinstance(params, BootQemu):
-            return False, "method is not qemu"
-        if "qemu" not in device.boot_methods:
-            return False, f"device type {device.device_type!r} has no qemu boot method"
-        return True, ""
+    model, other_model, method = BootQemu, "method is not qemu", ("boot", "qemu")
 
     @classmethod
-    def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
-        params = params_of(block, BootQemu)
+    def make(cls, params: BootQemu, block: ActionBlock, plan: BuildPlan) -> Action:
         deployment = plan.deployment()
         if deployment is None or deployment.method != "tmpfs":
             raise ProblemList([f"{block.place}: boot method qemu needs a deploy to tmpfs before it"])

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pipeline.action import Action, RetryAction
 from pipeline.actions.common.console import ConnectDevice, ResetDevice
-from pipeline.actions.common.shell import BootBase, kernel_failures, shell_steps
+from pipeline.actions.common.shell import BootBase, kernel_failures, shell_steps, wait_for_prompt
 from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
 from pipeline.deployment import Deployment, MediaFiles
@@ -23,7 +23,7 @@ from pipeline.device import Device
 from pipeline.errors import ConfigurationError, InfrastructureError, JobError, ProblemList
 from pipeline.fields import Field, SafeName
 from pipeline.registry import block_model, known_action, strategy
-from pipeline.strategy import BuildPlan, Strategy, params_of
+from pipeline.strategy import BuildPlan, Strategy
 
 BOOT_COMMANDS = ("bootz", "bootm", "booti")
 KERNEL_BOOT_COMMAND = {"zimage": "bootz", "uimage": "bootm", "image": "booti"}  # LAVA's kernel.type -> command
@@ -191,10 +191,8 @@ class BootloaderInterrupt(Action):
 
     def run(self, ctx: JobContext) -> None:
         method = ctx.device.boot_parameters("u-boot")
-        connection = ctx.require_connection()
         prompt = str(method.get("interrupt_prompt", "Hit any key to stop autoboot"))
-        ctx.logger.info(f"{self.name}: Wait for prompt. {self.timeout:g} seconds")
-        connection.expect(re.escape(prompt), self.timeout, f"{self.name} ({prompt})", uboot_failures())
+        connection = wait_for_prompt(self, ctx, re.escape(prompt), f"{self.name} ({prompt})", uboot_failures())
         connection.send(str(method.get("interrupt_char", " ")).replace("\\n", "\n"))
         connection.expect(re.escape(str(method.get("bootloader_prompt", "=>"))), self.operation_timeout,
                           f"{self.name} (bootloader prompt)", uboot_failures())
@@ -239,13 +237,11 @@ class UBootAction(Action):
 
 @strategy("boot", priority=10)
 class UBootBoot(Strategy):
+    model, other_model, method = BootUBoot, "method is not u-boot", ("boot", "u-boot")
+
     @classmethod
-    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
-        if not isinstance(params, BootUBoot):
-            return False, "method is not u-boot"
+    def device_accepts(cls, device: Device, params: BootUBoot) -> tuple[bool, str]:
         method = device.boot_method("u-boot")
-        if not method:
-            return False, f"device type {device.device_type!r} has no u-boot boot method"
         sets = sorted(key for key, value in method.items() if isinstance(value, dict) and "commands" in value)
         if isinstance(params.commands, str) and params.commands not in sets:
             return False, (f"the job asks for u-boot commands {params.commands!r} but device type "
@@ -257,8 +253,7 @@ class UBootBoot(Strategy):
         return True, ""
 
     @classmethod
-    def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
-        params = params_of(block, BootUBoot)
+    def make(cls, params: BootUBoot, block: ActionBlock, plan: BuildPlan) -> Action:
         deployment = plan.deployment()
         command = boot_command(params, deployment.kernel_type if deployment else None)
         if command not in plan.device.parameters:

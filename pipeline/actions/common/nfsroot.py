@@ -34,6 +34,25 @@ def remove_job_directory(path: Path | None) -> None:
         pass
 
 
+class JobDirectoryAction(Action):
+    """An action that makes this job's own directory in a shared tree; the directory goes with the job."""
+
+    what = "directory"  # for the log: "TFTP directory", "NFS root"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: Path | None = None
+
+    def make_directory(self, root: Path, ctx: JobContext) -> Path:
+        self.made = job_directory(root, ctx)
+        return self.made
+
+    def cleanup(self, ctx: JobContext) -> None:
+        if self.made is not None:
+            remove_job_directory(self.made)
+            ctx.logger.debug(f"removed the {self.what} {self.made}")
+
+
 def extract_rootfs(tarball: Path, target: Path) -> int:
     """Unpack an NFS root tarball into ``target``; refuse members that would land outside."""
     return safe_extract(tarball, target, "nfsrootfs")
@@ -59,32 +78,27 @@ def overlay_target(root: Path, inside: str) -> Path:
 
 
 @known_action
-class ExtractNfsRootfs(Action):
+class ExtractNfsRootfs(JobDirectoryAction):
     name = "extract-nfsrootfs"
     description = "unpack the NFS root filesystem into this job's export"
     summary = "NFS root"
+    what = "NFS root"
 
     def __init__(self, prefix: str | None = None) -> None:
         super().__init__()
-        self.made: Path | None = None  # this job's directory in the export, removed at the end
         self.prefix = prefix  # where the root is inside the tarball (checked relative by the job's model)
 
     def run(self, ctx: JobContext) -> None:
         deployment = ctx.deployed()
-        self.made = deployment.nfs_root = job_directory(ctx.device.nfs_export_root(), ctx)
-        count = extract_rootfs(deployment.images["nfsrootfs"], self.made)
-        self.made.chmod(0o755)
+        made = deployment.nfs_root = self.make_directory(ctx.device.nfs_export_root(), ctx)
+        count = extract_rootfs(deployment.images["nfsrootfs"], made)
+        made.chmod(0o755)
         if self.prefix:
-            root = (self.made / self.prefix).resolve()
-            if not root.is_dir() or not root.is_relative_to(self.made.resolve()):
+            root = (made / self.prefix).resolve()
+            if not root.is_dir() or not root.is_relative_to(made.resolve()):
                 raise JobError(f"nfsrootfs: the tarball has no directory {self.prefix!r} (prefix)")
             deployment.nfs_root = root
-        ctx.logger.info(f"nfsrootfs: {count} entries in {self.made}")
-
-    def cleanup(self, ctx: JobContext) -> None:
-        if self.made is not None:
-            remove_job_directory(self.made)
-            ctx.logger.debug(f"removed the NFS root {self.made}")
+        ctx.logger.info(f"nfsrootfs: {count} entries in {made}")
 
 
 @known_action

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Sequence
 from typing import Annotated
 
 from pipeline.action import Action
 from pipeline.actions.common.boot_keys import LavaBootKeys
+from pipeline.connection import ShellConnection
 from pipeline.context import JobContext
 from pipeline.device import Device
 from pipeline.errors import ConfigurationError, InfrastructureError, JobError
@@ -54,6 +56,15 @@ def prompts_of(params: BootBase, device: Device) -> list[str]:
     return prompts
 
 
+def wait_for_prompt(action: Action, ctx: JobContext, patterns: str | list[str], what: str,
+                    failures: Sequence[tuple[str, Exception]] = ()) -> ShellConnection:
+    """Wait, within the action's timeout, for ``patterns`` on the console (LAVA's "Wait for prompt" line first)."""
+    connection = ctx.require_connection()
+    ctx.logger.info(f"{action.name}: Wait for prompt. {action.timeout:g} seconds")
+    connection.expect(patterns, action.timeout, what, failures)
+    return connection
+
+
 @known_action
 class AutoLoginAction(Action):
     name = "auto-login-action"
@@ -63,9 +74,7 @@ class AutoLoginAction(Action):
 
     def run(self, ctx: JobContext) -> None:
         login = self.params.auto_login
-        connection = ctx.require_connection()
-        ctx.logger.info(f"{self.name}: Wait for prompt. {self.timeout:g} seconds")
-        connection.expect(login.login_prompt, self.timeout, f"{self.name} (login prompt)", kernel_failures())
+        connection = wait_for_prompt(self, ctx, login.login_prompt, f"{self.name} (login prompt)", kernel_failures())
         connection.sendline(login.username)
         if login.password_prompt:
             connection.expect(login.password_prompt, self.operation_timeout, f"{self.name} (password prompt)")
@@ -81,12 +90,9 @@ class ExpectShellSession(Action):
     uses_connection = True
 
     def run(self, ctx: JobContext) -> None:
-        connection = ctx.require_connection()
-        prompts = prompts_of(self.params, ctx.device)
-        ctx.logger.info(f"{self.name}: Wait for prompt. {self.timeout:g} seconds")
         failures = kernel_failures() + [(re.escape(str(text)), InfrastructureError(f"the board reported: {text}"))
                                         for text in ctx.device.constants.get("failure-messages") or []]
-        connection.expect(prompts, self.timeout, self.name, failures)
+        connection = wait_for_prompt(self, ctx, prompts_of(self.params, ctx.device), self.name, failures)
         # Kernel messages can land in the middle of a prompt: prove the shell answers
         # with a marker the command's own echo cannot match.
         status, _ = connection.run("true", self.operation_timeout, f"{self.name} (shell check)")

@@ -21,7 +21,7 @@ from pipeline.device import Device
 from pipeline.errors import InfrastructureError, JobError
 from pipeline.fields import Compression, Field, FileRef, ImageSpec, Os, SafeName, Strict
 from pipeline.registry import block_model, known_action, strategy
-from pipeline.strategy import BuildPlan, Strategy, params_of
+from pipeline.strategy import BuildPlan, Strategy
 
 _DISK_ID = re.compile(r"^[A-Za-z0-9._:+-]{1,200}$")  # a name under /dev/disk/by-id
 
@@ -165,10 +165,10 @@ class StorageDeploy(DeployAction):
 
 @strategy("deploy", priority=10)
 class MediaDeploy(Strategy):
+    model, other_model = DeployMedia, "'to' is not usb or sata"
+
     @classmethod
-    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
-        if not isinstance(params, DeployMedia):
-            return False, "'to' is not usb or sata"
+    def device_accepts(cls, device: Device, params: DeployMedia) -> tuple[bool, str]:
         ok, reason = device.offers("deploy", params.to)
         if not ok:
             return ok, reason
@@ -176,8 +176,7 @@ class MediaDeploy(Strategy):
         return node is not None, reason
 
     @classmethod
-    def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
-        params = params_of(block, DeployMedia)
+    def make(cls, params: DeployMedia, block: ActionBlock, plan: BuildPlan) -> Action:
         node, _ = media_node(plan.device, params)
         top = StorageDeploy(params, block.place)
         top.internal(*[DownloadRetry(key, spec) for key, (_, spec) in params.files().items()],

@@ -8,31 +8,23 @@ ramdisk has one).
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Literal
 
 from pipeline import nfs, overlay
 from pipeline.action import Action
 from pipeline.actions.common.deploy import DeployAction, DeployBase
 from pipeline.actions.common.download import DownloadRetry
-from pipeline.actions.common.nfsroot import (
-    ExtractNfsRootfs,
-    NfsExport,
-    job_directory,
-    overlay_target,
-    remove_job_directory,
-)
+from pipeline.actions.common.nfsroot import ExtractNfsRootfs, JobDirectoryAction, NfsExport, overlay_target
 from pipeline.actions.common.overlay import overlay_action, overlay_root
 from pipeline.archive import safe_extract
 from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
 from pipeline.deployment import UBOOT_HEADER, UBOOT_MAGIC, Deployment, has_uboot_header
-from pipeline.device import Device
 from pipeline.errors import Bug, ConfigurationError, JobError, ProblemList
 from pipeline.fields import OPERATING_SYSTEMS, Field, FileRef, ImageSpec, Os, Strict
 from pipeline.processes import run_command
 from pipeline.registry import block_model, known_action, strategy
-from pipeline.strategy import BuildPlan, Strategy, params_of
+from pipeline.strategy import BuildPlan, Strategy
 
 FILES = ("kernel", "dtb", "ramdisk", "nfsrootfs", "modules")
 _RELATIVE = re.compile(r"^(?!/)(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9._/-]+$")
@@ -94,23 +86,15 @@ class DeployTftp(DeployBase):
 
 
 @known_action
-class PrepareTftpDir(Action):
+class PrepareTftpDir(JobDirectoryAction):
     name = "prepare-tftp-dir"
     description = "make this job's own directory inside the TFTP tree"
     summary = "per-job TFTP directory"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.made: Path | None = None  # this job's directory in the TFTP tree, removed at the end
+    what = "TFTP directory"
 
     def run(self, ctx: JobContext) -> None:
-        self.made = ctx.deployed().tftp_dir = job_directory(ctx.device.tftp_root(), ctx)
-        ctx.logger.info(f"TFTP directory {self.made}")
-
-    def cleanup(self, ctx: JobContext) -> None:
-        if self.made is not None:
-            remove_job_directory(self.made)
-            ctx.logger.debug(f"removed the TFTP directory {self.made}")
+        made = ctx.deployed().tftp_dir = self.make_directory(ctx.device.tftp_root(), ctx)
+        ctx.logger.info(f"TFTP directory {made}")
 
 
 @known_action
@@ -228,12 +212,8 @@ class TftpDeployAction(DeployAction):
 
 @strategy("deploy", priority=10)
 class TftpDeploy(Strategy):
-    @classmethod
-    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
-        if not isinstance(params, DeployTftp):
-            return False, "'to' is not tftp"
-        return device.offers("deploy", "tftp")
+    model, other_model, method = DeployTftp, "'to' is not tftp", ("deploy", "tftp")
 
     @classmethod
-    def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
-        return TftpDeployAction(params_of(block, DeployTftp), plan, block.place)
+    def make(cls, params: DeployTftp, block: ActionBlock, plan: BuildPlan) -> Action:
+        return TftpDeployAction(params, plan, block.place)

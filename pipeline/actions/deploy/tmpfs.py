@@ -17,7 +17,7 @@ from pipeline.context import JobContext
 from pipeline.device import Device
 from pipeline.fields import Compression, Field, FileRef, ImageSpec, Os, SafeName, Url
 from pipeline.registry import block_model, known_action, strategy
-from pipeline.strategy import BuildPlan, Strategy, params_of
+from pipeline.strategy import BuildPlan, Strategy
 
 
 @block_model("deploy", "tmpfs")
@@ -101,14 +101,14 @@ class DeployImages(DeployAction):
 
 @strategy("deploy", priority=10)
 class TmpfsDeploy(Strategy):
+    model, other_model = DeployTmpfs, "'to' is not tmpfs"
+
     @classmethod
-    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
-        if not isinstance(params, DeployTmpfs):
-            return False, "'to' is not tmpfs"
+    def device_accepts(cls, device: Device, params: DeployTmpfs) -> tuple[bool, str]:
         if "image" in device.deploy_methods:  # LAVA's qemu devices name the method of tmpfs deploys ``image``
             return True, ""
         return device.offers("deploy", "tmpfs")
 
     @classmethod
-    def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
-        return DeployImages(params_of(block, DeployTmpfs), plan, block.place)
+    def make(cls, params: DeployTmpfs, block: ActionBlock, plan: BuildPlan) -> Action:
+        return DeployImages(params, plan, block.place)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pipeline.action import Action
 from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
-from pipeline.device import Device
 from pipeline.registry import block_model, known_action, strategy
 from pipeline.schema import Model
 from pipeline.strategy import BuildPlan, Strategy
@@ -28,10 +27,8 @@ class SubmitIgnored(Action):
 
 @strategy("submit")
 class Submit(Strategy):
-    @classmethod
-    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
-        return isinstance(params, SubmitBlock), "not a submit block"
+    model, other_model = SubmitBlock, "not a submit block"
 
     @classmethod
-    def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
-        return SubmitIgnored(block.params)
+    def make(cls, params: SubmitBlock, block: ActionBlock, plan: BuildPlan) -> Action:
+        return SubmitIgnored(params)

@@ -20,12 +20,11 @@ from pipeline.action import Action, RetryAction
 from pipeline.actions.common.overlay import overlay_root
 from pipeline.blocks import ActionBase, ActionBlock
 from pipeline.context import JobContext, TestCaseResult
-from pipeline.device import Device
 from pipeline.errors import JobError, ProblemList, TestError
 from pipeline.fields import Field, SafeName
 from pipeline.overlay import StageTest
 from pipeline.registry import block_model, known_action, strategy
-from pipeline.strategy import BuildPlan, Strategy, params_of
+from pipeline.strategy import BuildPlan, Strategy
 from pipeline.testdef import parse_definitions
 
 # No '<' inside a signal: an unclosed fake one cannot swallow the genuine signal after it on its line.
@@ -273,16 +272,10 @@ class TestShellRetry(RetryAction):
 @strategy("test", priority=10)
 class TestShell(Strategy):
     __test__ = False
+    model, other_model = TestBlock, "not a test block"
 
     @classmethod
-    def accepts(cls, device: Device, params: object) -> tuple[bool, str]:
-        if not isinstance(params, TestBlock):
-            return False, "not a test block"
-        return True, ""
-
-    @classmethod
-    def build(cls, block: ActionBlock, plan: BuildPlan) -> Action:
-        params = params_of(block, TestBlock)
+    def make(cls, params: TestBlock, block: ActionBlock, plan: BuildPlan) -> Action:
         if not plan.before("boot"):
             raise ProblemList([f"{block.place}: a test action never boots the board: put a boot action before it"])
         shell = TestShellAction(plan.stage_of(plan.position), params)
