@@ -133,8 +133,20 @@ class Node:
     children: list[Node] = field(default_factory=list)
 
 
-def tree(described: Sequence[dict[str, Any]]) -> list[Node]:
-    """A flat list of {level, name, timeout} (ours) or nested ``pipeline:`` lists (LAVA's) as trees."""
+def compact_tree(items: Sequence[Any]) -> list[Node]:
+    """The compact form of tests/lava_compat/expected: ``name``, ``name@seconds`` or ``{name: [children]}``."""
+    nodes = []
+    for item in items:
+        label, children = next(iter(item.items())) if isinstance(item, dict) else (item, [])
+        name, _, seconds = str(label).partition("@")
+        nodes.append(Node(name, float(seconds) if seconds else None, compact_tree(children)))
+    return nodes
+
+
+def tree(described: Sequence[Any]) -> list[Node]:
+    """A flat list of {level, name, timeout} (ours), nested ``pipeline:`` lists (LAVA's) or the compact form."""
+    if described and not all(isinstance(item, dict) and "name" in item for item in described):
+        return compact_tree(described)
     if described and any("pipeline" in item for item in described):
         return [Node(str(item["name"]), _seconds(item.get("timeout")), tree(item.get("pipeline") or []))
                 for item in described]
@@ -184,7 +196,7 @@ def compare(ours: list[Node], theirs: list[Node], outcome: Outcome, named: set[s
             outcome.mismatches.append(f"{where}/{lava.name}: missing (ours: {', '.join(n.name for n in ours)})")
     for mine, lava in pairs:
         outcome.matched += 1
-        if lava.name in named:
+        if lava.name in named and (lava.timeout is not None or mine.timeout is None):
             outcome.timeouts_named += 1
             if mine.timeout == lava.timeout:
                 outcome.timeouts_equal += 1
@@ -199,6 +211,20 @@ def named_timeouts(job: Job) -> set[str]:
         if block.settings is not None:
             names |= set(block.settings.timeouts or {})
     return names
+
+
+OWN = Path(__file__).parent / "lava_compat"
+# The project's own jobs and dictionaries in LAVA's forms, each like one of LAVA's fixtures; expected/ holds
+# the action names LAVA gives them (the fixtures' references).
+OWN_CASES: tuple[Case, ...] = (
+    Case("kvm-two-disks.yaml", "qemu-amd64", "kvm-two-disks.yaml"),
+    Case("bbb-ramdisk.yaml", "bbb-lab", "bbb-ramdisk.yaml"),
+    Case("cubie-usb.yaml", "cubie-lab", "cubie-usb.yaml"),
+)
+
+
+def own_source(templates: Path) -> Source:
+    return Source(OWN / "jobs", OWN / "devices", OWN / "expected", (templates,), "the project's LAVA-form jobs")
 
 
 # ---------------------------------------------------------------- one case
