@@ -14,21 +14,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.action import Pipeline, RetryAction
+from pipeline.action import Action, Pipeline, RetryAction
 from pipeline.blocks import ActionBlock, RepeatBlock
 from pipeline.builtin import load_builtin
 from pipeline.device import Device
-from pipeline.errors import ProblemList
+from pipeline.errors import Bug, ProblemList
 from pipeline.job import Job
 from pipeline.registry import Registry
 from pipeline.strategy import BuildPlan, Strategy
-from pipeline.timeouts import TimeoutSources, connection_timeout, retry_share
+from pipeline.timeouts import DEFAULT_ACTION_TIMEOUT, TimeoutSources, connection_timeout, retry_share
+
+POWER_OFF_TIMEOUT = 10.0  # LAVA's
 
 
 @dataclass
 class BuiltPipeline:
-    pipeline: Pipeline
+    pipeline: Pipeline  # the top-level actions run in order
     blocks: list[ActionBlock]  # the job block of each top-level action, repeats expanded
+    finalize: Action  # ``finalize``: run while the job is finalized, whatever happened
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The pipeline as LAVA describes it: the actions run in order, then finalize."""
+        return self.pipeline.describe() + self.finalize_described()
+
+    def finalize_described(self) -> list[dict[str, Any]]:
+        return [action.describe() for action in self.finalize.walk()]
 
 
 def expand(job: Job) -> list[ActionBlock]:
@@ -86,7 +96,24 @@ def build_pipeline(job: Job, device: Device, role: str | None = None,
     if problems:
         raise ProblemList(problems)
     assign_timeouts(top, blocks, job, device)
-    return BuiltPipeline(top, blocks)
+    return BuiltPipeline(top, blocks, finalize_action(top, job, device, registry))
+
+
+def finalize_action(top: Pipeline, job: Job, device: Device, registry: Registry) -> Action:
+    """``finalize`` numbered after the last top-level action, with its timeouts (job and device, as any action)."""
+    if registry.finalize is None:
+        raise Bug("no finalize action is registered (pipeline.builtin registers it)")
+    final = registry.finalize()
+    final.level = str(len(top.actions) + 1)
+    if final.pipeline is not None:
+        final.pipeline.relevel()
+    jt, dt = job.header.timeouts, device.timeouts
+    sources = TimeoutSources(device_action=dt.action, job_action=jt.action, device_named=dt.actions,
+                             job_named=jt.actions)
+    for each in final.walk():
+        default = POWER_OFF_TIMEOUT if each.name == "power-off" else DEFAULT_ACTION_TIMEOUT
+        each.timeout, each.timeout_source = sources.effective(each.names, default=default)
+    return final
 
 
 def unknown_timeout_names(job: Job, registry: Registry | None = None) -> list[str]:

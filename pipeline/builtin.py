@@ -21,5 +21,6 @@ def load_builtin() -> Registry:
     from pipeline.actions.boot import qemu, uboot, minimal  # noqa: F401, I001
     from pipeline.actions.test import shell  # noqa: F401
     from pipeline.actions.submit import ignored  # noqa: F401
+    from pipeline.actions.common import finalize  # noqa: F401
 
     return REGISTRY

@@ -47,6 +47,7 @@ class Registry:
         self.models: dict[str, dict[str, type[Model]]] = {kind: {} for kind in KINDS}
         self.strategies: dict[str, list[type[Strategy]]] = {kind: [] for kind in KINDS}
         self.action_names: set[str] = set()
+        self.finalize: type[Action] | None = None  # the action every job ends with (``finalize``)
 
     def _kind(self, kind: str) -> None:
         if kind not in KINDS:
@@ -122,6 +123,12 @@ def strategy(kind: str, priority: int = 0) -> Callable[[S], S]:
         return cls
 
     return register
+
+
+def finalizer(cls: A) -> A:
+    """Class decorator: the action every pipeline ends with, run while the job is finalized."""
+    REGISTRY.finalize = cls
+    return cls
 
 
 def known_action(cls: A) -> A:

@@ -27,7 +27,6 @@ from pipeline.errors import Bug, Canceled, JobError, LavaError, ProblemList
 from pipeline.job import Job
 from pipeline.log import FileSink, JobLogger, Sink
 from pipeline.multinode import MultinodeSupport
-from pipeline.power import run_power
 from pipeline.processes import ProcessRegistry
 from pipeline.results import dump_yaml, junit_xml, write_results_yaml
 
@@ -46,7 +45,7 @@ class Outcome:
 
 def describe_pipeline(job: Job, device: Device, role: str | None = None) -> list[dict[str, Any]]:
     """The pipeline as ``lava-dispatch validate`` prints it (raises ProblemList)."""
-    return build_pipeline(job, device, role).pipeline.describe()
+    return build_pipeline(job, device, role).describe()
 
 
 def check_local_files(job: Job, roots: list[Path] | None) -> None:
@@ -154,11 +153,11 @@ class JobRunner:
         self.finalized = True
         ctx.deadlines.clear()
         try:
+            self.run_finalize()
             for action in reversed([a for top in self.actions for a in top.walk()]):
                 cleanup_quietly(action, ctx)
             ctx.close_connection()
             ctx.close_file_server()
-            self.power_off()
         finally:
             left = ctx.processes.kill_all(log=ctx.logger.debug)
             if left:
@@ -182,13 +181,22 @@ class JobRunner:
             shutil.rmtree(ctx.workdir, ignore_errors=True)
         return self.outcome()
 
-    def power_off(self) -> None:
-        powered = any(a.name == "reset-device" for a in self.ctx.started_actions)
-        if powered and self.device.commands.power_off:
+    def run_finalize(self) -> None:
+        """``finalize``'s steps (power-off, read-feedback), each logged and never raising: the result is decided."""
+        final = self.built.finalize
+        began = time.monotonic()
+        self.ctx.logger.info(f"start: {final.level} {final.name}")
+        final.result = "pass"
+        for step in final.pipeline.actions if final.pipeline else []:
+            started = time.monotonic()
             try:
-                run_power(self.ctx, "power_off", 30.0)
+                step.run(self.ctx)
+                step.result = "pass"
             except LavaError as exc:
-                self.ctx.logger.error(f"power_off failed: {exc}")
+                step.result = final.result = "fail"
+                self.ctx.logger.error(f"{step.name} failed: {exc}")
+            step.duration = time.monotonic() - started
+        final.duration = time.monotonic() - began
 
     def state(self) -> str:
         if self.error is None:
@@ -206,7 +214,7 @@ class JobRunner:
         write_results_yaml(results, ctx.output_dir / "results.yaml")
         (ctx.output_dir / "results.xml").write_text(junit_xml(results, self.job.name))
         description = {"job": self.job.name, "device_type": self.device.device_type, "board": ctx.board_name,
-                       "state": self.state(), "pipeline": self.built.pipeline.describe()}
+                       "state": self.state(), "pipeline": self.built.describe()}
         (ctx.output_dir / "description.yaml").write_text(dump_yaml(description))
 
 

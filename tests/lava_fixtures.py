@@ -263,7 +263,7 @@ def run_case(source: Source, case: Case) -> Outcome:
     if ref is not None and ref.is_file():
         theirs = tree(yaml.safe_load(ref.read_text()))
         outcome.total = count(theirs)
-        compare(tree(built.pipeline.describe()), theirs, outcome, named_timeouts(job))
+        compare(tree(built.describe()), theirs, outcome, named_timeouts(job))
     return outcome
 
 
