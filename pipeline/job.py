@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pipeline.blocks import ActionBlock, RepeatBlock
 from pipeline.checks import shown
-from pipeline.fields import Duration, Field, SafeName, Strict
+from pipeline.fields import Duration, Field, SafeName, ShellName, Strict
 from pipeline.notify import Notify
 from pipeline.schema import BeforeValidator
 
@@ -133,12 +133,11 @@ class JobHeader(Strict):
     notify: Notify | None = None
     tags: list[str] = []
     secrets: dict[str, str] | None = None
-    # LAVA keys that change nothing here: the board a server chose (lava-server's sub-jobs carry
-    # ``target``), the environment LAVA exports on the board.
+    environment: dict[ShellName, str | int | float | bool] | None = None  # exported in the board's shell
+    # LAVA keys that change nothing here: the board a server chose (lava-server's sub-jobs carry ``target``).
     target: str | None = None
     device: str | None = None
     worker: str | None = None
-    environment: dict[str, Any] | None = None
 
 
 @dataclass

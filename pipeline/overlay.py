@@ -62,11 +62,19 @@ def results_dir(template: str, job_id: str) -> str:
     return template.replace("{job_id}", job_id).replace("%s", job_id)
 
 
-def copy_scripts(root: Path) -> None:
+MULTINODE_SCRIPTS = frozenset({"lava-group", "lava-multi-node-call", "lava-role", "lava-self", "lava-send",
+                               "lava-sync", "lava-wait", "lava-wait-all"})
+
+
+def copy_scripts(root: Path, multinode: bool | None = None) -> None:
+    """The on-board scripts into ``root``/bin: all of them, or only the multinode API's (True) or the others."""
     for script in sorted(SCRIPTS_DIR.iterdir()):
-        if script.name.startswith("lava-"):
-            safefs.write_under(root, f"bin/{script.name}", script.read_bytes(), "overlay", mode=0o755,
-                               make_parents=True)
+        if not script.name.startswith("lava-"):
+            continue
+        if multinode is not None and (script.name in MULTINODE_SCRIPTS) != multinode:
+            continue
+        safefs.write_under(root, f"bin/{script.name}", script.read_bytes(), "overlay", mode=0o755,
+                           make_parents=True)
 
 
 def exports(values: dict[Any, Any], place: str) -> list[str]:
@@ -130,10 +138,24 @@ def skip_install(testdef: dict[str, Any], skipped: Sequence[str] | None) -> dict
     return {**testdef, "install": install}
 
 
-def write_test(stage_dir: Path, stage: int, index: int, name: str, testdef: dict[str, Any],
-               source_dir: Path | None, params: dict[str, Any], os_name: str | None, test_root: str,
-               place: str = "definition") -> StageTest:
-    """Lay out one definition: its files, install.sh and run.sh.
+@dataclass
+class Placement:
+    """One definition being laid out: where it goes, what it says (filled by place_test)."""
+
+    stage: int
+    index: int
+    suite: str  # "<index>_<name>"
+    directory: Path  # on the dispatcher
+    on_target: str  # the same directory on the board
+    testdef: dict[str, Any]
+    exported: list[str]  # the definition's parameters as ``export`` lines
+    place: str
+
+
+def place_test(stage_dir: Path, stage: int, index: int, name: str, testdef: dict[str, Any],
+               source_dir: Path | None, params: dict[str, Any], test_root: str,
+               place: str = "definition") -> Placement:
+    """Lay out one definition's files, its testdef.yaml and uuid (install.sh and run.sh come after).
 
     Job data enters the scripts only as shell words (shlex.quote); the
     files are written through safefs, never through a link of the
@@ -145,17 +167,17 @@ def write_test(stage_dir: Path, stage: int, index: int, name: str, testdef: dict
         # Links are copied as links, never followed (safefs refuses to write through them below).
         shutil.copytree(source_dir, directory, symlinks=True, ignore=shutil.ignore_patterns(".git"))
     directory.mkdir(parents=True, exist_ok=True)
-
-    def write(relpath: str, text: str, mode: int = 0o644) -> None:
-        safefs.write_under(directory, relpath, text, place, mode=mode)
-
-    write("testdef.yaml", yaml.safe_dump(testdef, sort_keys=False))
-    write("uuid", f"{uuid.uuid4()}\n")
-    on_target = f"{test_root}/{stage}/tests/{suite}"
+    safefs.write_under(directory, "testdef.yaml", yaml.safe_dump(testdef, sort_keys=False), place)
+    safefs.write_under(directory, "uuid", f"{uuid.uuid4()}\n", place)
     defaults = testdef.get("params") or testdef.get("parameters") or {}
     exported = exports({**defaults, **params}, f"{place}.params")
-    install = testdef.get("install") or {}
-    install_lines = [f"cd {shlex.quote(on_target)}\n", *exported]
+    return Placement(stage, index, suite, directory, f"{test_root}/{stage}/tests/{suite}", testdef, exported, place)
+
+
+def write_install(placed: Placement, os_name: str | None) -> None:
+    """install.sh: the definition's deps (with the OS's package manager) and install steps, if it has any."""
+    install = placed.testdef.get("install") or {}
+    install_lines = [f"cd {shlex.quote(placed.on_target)}\n", *placed.exported]
     deps = [str(dep) for dep in install.get("deps") or []]
     if deps:
         names = " ".join(shlex.quote(dep) for dep in deps)
@@ -169,14 +191,28 @@ def write_test(stage_dir: Path, stage: int, index: int, name: str, testdef: dict
                                                        + " ".join(deps)) + "\n")
     install_lines += [f"{step}\n" for step in install.get("steps") or []]
     if deps or install.get("steps"):
-        write("install.sh", "#!/bin/sh\n" + "".join(install_lines), 0o755)
-    run_lines = ["#!/bin/sh\n", f"cd {shlex.quote(on_target)}\n", *exported,
-                 f"export TESTRUN_ID={shlex.quote(suite)}\n"]
-    run_lines += [f"{step}\n" for step in testdef["run"]["steps"]]
-    write("run.sh", "".join(run_lines), 0o755)
-    parse = testdef.get("parse") or {}
-    return StageTest(stage, index, suite, directory, testdef, parse.get("pattern"),
+        safefs.write_under(placed.directory, "install.sh", "#!/bin/sh\n" + "".join(install_lines), placed.place,
+                           mode=0o755)
+
+
+def write_run(placed: Placement) -> StageTest:
+    """run.sh: the definition's run steps under its TESTRUN_ID; the test as the stage will run it."""
+    run_lines = ["#!/bin/sh\n", f"cd {shlex.quote(placed.on_target)}\n", *placed.exported,
+                 f"export TESTRUN_ID={shlex.quote(placed.suite)}\n"]
+    run_lines += [f"{step}\n" for step in placed.testdef["run"]["steps"]]
+    safefs.write_under(placed.directory, "run.sh", "".join(run_lines), placed.place, mode=0o755)
+    parse = placed.testdef.get("parse") or {}
+    return StageTest(placed.stage, placed.index, placed.suite, placed.directory, placed.testdef, parse.get("pattern"),
                      {str(k): str(v) for k, v in (parse.get("fixupdict") or {}).items()})
+
+
+def write_test(stage_dir: Path, stage: int, index: int, name: str, testdef: dict[str, Any],
+               source_dir: Path | None, params: dict[str, Any], os_name: str | None, test_root: str,
+               place: str = "definition") -> StageTest:
+    """Lay out one definition: its files, install.sh and run.sh."""
+    placed = place_test(stage_dir, stage, index, name, testdef, source_dir, params, test_root, place)
+    write_install(placed, os_name)
+    return write_run(placed)
 
 
 def write_stage_conf(stage_dir: Path, tests: list[StageTest], test_root: str, stage: int) -> None:

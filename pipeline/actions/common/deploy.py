@@ -9,6 +9,7 @@ from pipeline.blocks import ActionBase
 from pipeline.context import JobContext
 from pipeline.deployment import Deployment
 from pipeline.fields import ImageSpec
+from pipeline.registry import known_action
 
 
 class DeployBase(ActionBase):
@@ -42,3 +43,18 @@ class DeployAction(Action):
     def run(self, ctx: JobContext) -> None:
         ctx.deployment = self.declared.fresh()
         super().run(ctx)
+
+
+@known_action
+class DeployDeviceEnv(Action):
+    """The job's ``environment:`` for the board's shell (export-device-env exports it after each boot)."""
+
+    name = "deploy-device-env"
+    description = "take the job's environment for the board's shell"
+    summary = "device environment"
+
+    def run(self, ctx: JobContext) -> None:
+        environment = ctx.job.header.environment or {}
+        ctx.environment.update({str(key): str(value) for key, value in environment.items()})
+        if environment:
+            ctx.logger.info(f"environment for the board: {', '.join(sorted(map(str, environment)))}")

@@ -20,7 +20,7 @@ from pipeline.archive import safe_extract
 from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
 from pipeline.download import confined, download
-from pipeline.errors import InfrastructureError, JobError
+from pipeline.errors import Bug, InfrastructureError, JobError
 from pipeline.limits import Bound
 from pipeline.processes import run_command
 from pipeline.registry import known_action
@@ -161,39 +161,88 @@ class TarRepoAction(RepoAction):
 REPO_ACTIONS = {"git": GitRepoAction, "inline": InlineRepoAction, "url": UrlRepoAction, "tar": TarRepoAction}
 
 
+class DefinitionLayout:
+    """What the three layout steps of one definition share: its fetch, then its placement."""
+
+    def __init__(self, repo: RepoAction, os_name: str | None):
+        self.repo, self.os_name = repo, os_name
+        self.placed: overlay.Placement | None = None
+
+    def placement(self) -> overlay.Placement:
+        if self.placed is None:
+            raise Bug(f"{self.repo.place}: test-overlay has not laid out this definition")
+        return self.placed
+
+
 @known_action
 class TestOverlayAction(Action):
-    """Check each fetched definition and lay it out with its run.sh and install.sh."""
+    """Check a fetched definition and lay out its files."""
 
     __test__ = False
     name = "test-overlay"
-    description = "lay out test definitions with their run and install scripts"
-    summary = "test definitions"
-    aliases = ("test-install-overlay", "test-runscript-overlay")
+    description = "check a test definition and lay out its files"
 
-    def __init__(self, stages: list[tuple[int, ActionBlock]], repos: list[RepoAction], os_name: str | None):
+    def __init__(self, layout: DefinitionLayout):
         super().__init__()
-        self.stages, self.repos, self.os_name = stages, repos, os_name
+        self.layout = layout
+        self.summary = f"test definition {layout.repo.definition.name or layout.repo.definition.path}"
 
     def run(self, ctx: JobContext) -> None:
-        root = overlay_root(ctx)
-        by_stage: dict[int, list[RepoAction]] = {}
-        for repo in self.repos:
-            by_stage.setdefault(repo.stage, []).append(repo)
-        for stage, _block in self.stages:
-            directory = stage_dir(ctx, stage)
-            placed = []
-            for repo in by_stage.get(stage, []):
-                fetched = repo.target(ctx)
-                testdef = overlay.skip_install(overlay.load_testdef(fetched, repo.definition.path, repo.place),
-                                               repo.definition.skip_install)
-                name = repo.definition.name or str(testdef["metadata"]["name"])
-                params = {**(repo.definition.params or {}), **(repo.definition.parameters or {})}
-                placed.append(overlay.write_test(directory, stage, repo.index, overlay.safe_suite(name), testdef,
-                                                 fetched, params, self.os_name, root, repo.place))
-            overlay.write_stage_conf(directory, placed, root, stage)
-            ctx.stage_tests[stage] = placed
-            ctx.logger.info(f"stage {stage}: " + ", ".join(test.name for test in placed))
+        repo = self.layout.repo
+        fetched = repo.target(ctx)
+        testdef = overlay.skip_install(overlay.load_testdef(fetched, repo.definition.path, repo.place),
+                                       repo.definition.skip_install)
+        name = repo.definition.name or str(testdef["metadata"]["name"])
+        params = {**(repo.definition.params or {}), **(repo.definition.parameters or {})}
+        self.layout.placed = overlay.place_test(stage_dir(ctx, repo.stage), repo.stage, repo.index,
+                                                overlay.safe_suite(name), testdef, fetched, params, overlay_root(ctx),
+                                                repo.place)
+
+
+@known_action
+class TestInstallOverlayAction(Action):
+    __test__ = False
+    name = "test-install-overlay"
+    description = "write the install script of a test definition (its deps and install steps)"
+    summary = "install script"
+
+    def __init__(self, layout: DefinitionLayout):
+        super().__init__()
+        self.layout = layout
+
+    def run(self, ctx: JobContext) -> None:
+        overlay.write_install(self.layout.placement(), self.layout.os_name)
+
+
+@known_action
+class TestRunscriptOverlayAction(Action):
+    __test__ = False
+    name = "test-runscript-overlay"
+    description = "write the run script of a test definition and add it to its stage"
+    summary = "run script"
+
+    def __init__(self, layout: DefinitionLayout):
+        super().__init__()
+        self.layout = layout
+
+    def run(self, ctx: JobContext) -> None:
+        test = overlay.write_run(self.layout.placement())
+        placed = [each for each in ctx.stage_tests.get(test.stage, []) if each.index != test.index] + [test]
+        ctx.stage_tests[test.stage] = placed
+        overlay.write_stage_conf(stage_dir(ctx, test.stage), placed, overlay_root(ctx), test.stage)
+        ctx.logger.info(f"stage {test.stage}: " + ", ".join(each.name for each in placed))
+
+
+@known_action
+class LavaMultinodeOverlay(Action):
+    name = "lava-multinode-overlay"
+    description = "add the multinode API's scripts (lava-send, lava-wait, lava-sync, ...) to the overlay"
+    summary = "multinode scripts"
+
+    def run(self, ctx: JobContext) -> None:
+        staging = staging_dir(ctx)
+        staging.mkdir(parents=True, exist_ok=True)
+        overlay.copy_scripts(staging, multinode=True)
 
 
 @known_action
@@ -204,7 +253,7 @@ class CompressOverlay(Action):
 
     def run(self, ctx: JobContext) -> None:
         staging = staging_dir(ctx)
-        overlay.copy_scripts(staging)
+        overlay.copy_scripts(staging, multinode=False)
         overlay.write_environment(staging, {"LAVA_JOB_ID": ctx.job_id, "LAVA_BOARD": ctx.board_name,
                                          "LAVA_DEVICE_TYPE": ctx.device.device_type, **ctx.environment})
         # Only the stages' own fetch directories: a definition may hold a "fetched" of its own.
@@ -234,8 +283,19 @@ class LavaOverlayAction(Action):
                 repos.append(cls(stage, index, definition, f"{block.place}.definitions[{index}]"))
         definitions = TestDefinitionAction()
         definitions.summary = f"{len(repos)} test definition(s)"
-        definitions.internal(*repos, TestOverlayAction(stages, repos, os_name))
-        self.internal(definitions, CompressOverlay())
+        steps: list[Action] = []
+        for repo in repos:  # as LAVA: fetch, lay out, install script, run script, for each definition
+            layout = DefinitionLayout(repo, os_name)
+            steps += [repo, TestOverlayAction(layout), TestInstallOverlayAction(layout),
+                      TestRunscriptOverlayAction(layout)]
+        definitions.internal(*steps)
+        self.stages = stages
+        self.internal(LavaMultinodeOverlay(), definitions, CompressOverlay())
+
+    def run(self, ctx: JobContext) -> None:
+        for stage, _block in self.stages:  # a stage's tests are the ones this overlay lays out
+            ctx.stage_tests[stage] = []
+        super().run(ctx)
 
 
 @known_action

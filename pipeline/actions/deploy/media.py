@@ -127,7 +127,8 @@ def media_node(device: Device, params: DeployMedia) -> tuple[str | None, str]:
 class WriteImageToMedia(Action):
     """Write the image to the secondary media from the running primary boot."""
 
-    name = "write-image-to-media"
+    name = "dd-image"
+    aliases = ("write-image-to-media",)
     description = "write the image to secondary media through the booted system"
     uses_connection = True
 

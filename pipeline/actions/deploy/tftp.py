@@ -12,7 +12,7 @@ from typing import Literal
 
 from pipeline import nfs, overlay
 from pipeline.action import Action
-from pipeline.actions.common.deploy import DeployAction, DeployBase
+from pipeline.actions.common.deploy import DeployAction, DeployBase, DeployDeviceEnv
 from pipeline.actions.common.download import DownloadRetry
 from pipeline.actions.common.nfsroot import ExtractNfsRootfs, JobDirectoryAction, NfsExport, overlay_target
 from pipeline.actions.common.overlay import overlay_action, overlay_root
@@ -172,6 +172,13 @@ class CompressRamdisk(Action):
 
 
 @known_action
+class PrepareTftpOverlay(Action):
+    name = "prepare-tftp-overlay"
+    description = "prepare the downloaded files: unpack the NFS root, put the overlay into it or the ramdisk"
+    summary = "prepare the files"
+
+
+@known_action
 class TftpDeployAction(DeployAction):
     name = "tftp-deploy"
     description = "download files into the TFTP tree and apply the overlay"
@@ -180,17 +187,20 @@ class TftpDeployAction(DeployAction):
         super().__init__(params, place)
         files = params.files()
         self.summary = "tftp deploy: " + ", ".join(files)
-        steps: list[Action] = [PrepareTftpDir()]
+        lava_overlay = overlay_action(plan.stages_after(), params.os)
+        # LAVA's order: the overlay, the downloads, the files prepared (prepare-tftp-overlay), the environment.
+        steps: list[Action] = [lava_overlay] if lava_overlay else []
+        steps.append(PrepareTftpDir())
         steps += [DownloadRetry(key, spec, into_tftp=key not in ("nfsrootfs", "modules"))
                   for key, (_, spec) in files.items()]
+        prepare: list[Action] = []
         managed_nfs = False
         if params.nfsrootfs:
-            steps.append(ExtractNfsRootfs(params.nfsrootfs.prefix))
+            prepare.append(ExtractNfsRootfs(params.nfsrootfs.prefix))
             try:
                 managed_nfs = nfs.server_for(plan.device.deploy_parameters("tftp")) is not None
             except ConfigurationError as exc:
                 raise ProblemList([f"{place}: the device's tftp parameters: {exc}"]) from None
-        lava_overlay = overlay_action(plan.stages_after(), params.os)
         uboot_ramdisk = params.uboot_ramdisk() and not params.nfsrootfs
         if lava_overlay:
             if params.persistent_nfs:
@@ -198,15 +208,19 @@ class TftpDeployAction(DeployAction):
                                    "supported (the overlay is not written into a share of another server)"])
             if not params.nfsrootfs and not params.ramdisk:
                 raise ProblemList([f"{place}: the test actions need a ramdisk or an nfsrootfs to carry the overlay"])
-            steps.append(lava_overlay)
             if uboot_ramdisk:
-                steps.append(ExtractOverlayRamdisk())
-            steps.append(ApplyOverlayTftp())
+                prepare.append(ExtractOverlayRamdisk())
+            prepare.append(ApplyOverlayTftp())
             if uboot_ramdisk:
-                steps.append(CompressRamdisk(str(plan.device.parameters.get("arch", "arm"))))
+                prepare.append(CompressRamdisk(str(plan.device.parameters.get("arch", "arm"))))
+        if prepare:
+            files_step = PrepareTftpOverlay()
+            files_step.internal(*prepare)
+            steps.append(files_step)
         if managed_nfs:
             # Exported once the root is complete (the overlay in it), before the board mounts it.
             steps.append(NfsExport())
+        steps.append(DeployDeviceEnv())
         self.internal(*steps)
 
 

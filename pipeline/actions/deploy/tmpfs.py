@@ -9,7 +9,7 @@ from typing import Literal
 
 from pipeline import overlay
 from pipeline.action import Action
-from pipeline.actions.common.deploy import DeployAction, DeployBase
+from pipeline.actions.common.deploy import DeployAction, DeployBase, DeployDeviceEnv
 from pipeline.actions.common.download import DownloadRetry
 from pipeline.actions.common.overlay import overlay_action, overlay_root
 from pipeline.blocks import ActionBlock
@@ -91,11 +91,14 @@ class DeployImages(DeployAction):
         super().__init__(params, place)
         files = params.files()
         self.summary = "deploy images: " + ", ".join(files)
-        steps: list[Action] = [DownloadRetry(key, spec) for key, (_, spec) in files.items()]
         lava_overlay = overlay_action(plan.stages_after(), params.os)
+        # LAVA's order: the overlay, the board's environment, the downloads, the overlay applied.
+        steps: list[Action] = [lava_overlay] if lava_overlay else []
+        steps.append(DeployDeviceEnv())
+        steps += [DownloadRetry(key, spec) for key, (_, spec) in files.items()]
         if lava_overlay:
             ramdisk = self.declared.overlay_ramdisk
-            steps += [lava_overlay, AppendOverlays(ramdisk) if ramdisk else ApplyOverlayGuest()]
+            steps.append(AppendOverlays(ramdisk) if ramdisk else ApplyOverlayGuest())
         self.internal(*steps)
 
 
