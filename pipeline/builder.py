@@ -22,7 +22,7 @@ from pipeline.errors import Bug, ProblemList
 from pipeline.job import Job
 from pipeline.registry import Registry
 from pipeline.strategy import BuildPlan, Strategy
-from pipeline.timeouts import DEFAULT_ACTION_TIMEOUT, TimeoutSources, connection_timeout, retry_share
+from pipeline.timeouts import TimeoutSources, connection_timeout, retry_share
 
 POWER_OFF_TIMEOUT = 10.0  # LAVA's
 
@@ -110,9 +110,12 @@ def finalize_action(top: Pipeline, job: Job, device: Device, registry: Registry)
     jt, dt = job.header.timeouts, device.timeouts
     sources = TimeoutSources(device_action=dt.action, job_action=jt.action, device_named=dt.actions,
                              job_named=jt.actions)
+    named_only = TimeoutSources(device_named=dt.actions, job_named=jt.actions)
     for each in final.walk():
-        default = POWER_OFF_TIMEOUT if each.name == "power-off" else DEFAULT_ACTION_TIMEOUT
-        each.timeout, each.timeout_source = sources.effective(each.names, default=default)
+        if each.name == "power-off":  # LAVA's 10 s, changed only by a timeout naming it
+            each.timeout, each.timeout_source = named_only.effective(each.names, default=POWER_OFF_TIMEOUT)
+        else:
+            each.timeout, each.timeout_source = sources.effective(each.names)
     return final
 
 

@@ -266,13 +266,13 @@ def test_validate_output_shows_the_effective_timeouts():
 def test_repeat_on_boot_gives_three_boots():
     text = (SAMPLES / "kvm-repeat-boot.yaml").read_text()
     top = [entry["name"] for entry in description(text) if "." not in entry["level"]]
-    assert top == ["deployimages", "boot-qemu-image", "boot-qemu-image", "boot-qemu-image", "lava-test-retry"]
+    assert top == ["deployimages", "boot-image-retry", "boot-image-retry", "boot-image-retry", "lava-test-retry"]
 
 
 def test_repeat_block_gives_count_copies_of_boot_and_test():
     text = (SAMPLES / "kvm-repeat-block.yaml").read_text()
     top = [entry["name"] for entry in description(text) if "." not in entry["level"]]
-    assert top == ["deployimages"] + ["boot-qemu-image", "lava-test-retry"] * 6
+    assert top == ["deployimages"] + ["boot-image-retry", "lava-test-retry"] * 6
     stages = [e["summary"] for e in description(text) if e["name"] == "lava-test-shell"]
     assert stages == [f"stage {n}: smoke-tests" for n in range(6)]
 
@@ -283,7 +283,7 @@ def test_seed_action_names_are_used():
             "http-download", "lava-overlay"} <= names
     bbb = load_device(DEVICES / "bbb01.yaml")
     names = {entry["name"] for entry in description((SAMPLES / "uboot-nfs.yaml").read_text(), bbb)}
-    assert {"extract-nfsrootfs", "u-boot-commands", "bootloader-interrupt", "uboot-retry"} <= names
+    assert {"extract-nfsrootfs", "bootloader-commands", "bootloader-interrupt", "uboot-commands"} <= names
 
 
 def test_no_strategy_reports_every_reason():

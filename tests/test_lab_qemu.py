@@ -82,7 +82,7 @@ def test_kill_9_of_a_qemu_board_worker_mid_boot(lab, images):
     def booting():
         rec = record(lab, victim)
         assert rec["state"] not in ("Complete", "Incomplete", "Canceled"), rec
-        return rec.get("current") == "boot-qemu-image" and qemu_of(victim)
+        return rec.get("current") == "boot-image-retry" and qemu_of(victim)
     wait_for(booting, 120, "QEMU booting")
     child = lab.child_pid("qkill")
     killed_at = time.monotonic()

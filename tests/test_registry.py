@@ -187,7 +187,8 @@ def test_the_example_method_of_the_docs_is_a_whole_method(tmp_path):
         except ProblemList as exc:
             out["not offered"] = exc.problems
         """)
-    assert [name for _, name, _ in out["pipeline"]][-7:] == ["reboot-boot", "send-reboot", "expect-shell-connection",
+    assert [name for _, name, _ in out["pipeline"]][-9:] == ["reboot-boot", "send-reboot", "auto-login-action",
+                                                              "login-action", "expect-shell-connection",
                                                               "export-device-env", "finalize", "power-off",
                                                               "read-feedback"]
     assert ["3.1", "send-reboot", 20] in out["pipeline"]  # a named timeout of the new action

@@ -386,10 +386,10 @@ def test_bootloader_error_fails_fast(lab, images, case):
     assert result["error_type"] == error_type and expected in result["error_msg"], result
     assert any(uboot_says in line for line in target_lines(run))
     commands_step = next(d for d in yaml.safe_load((run.output_dir / "description.yaml").read_text())["pipeline"]
-                         if d["name"] == "u-boot-commands")
+                         if d["name"] == "bootloader-commands")
     # Seen at once, not after the 2-minute wait for the kernel.
     assert commands_step["duration"] < 30, commands_step
-    assert not any(m.startswith("start: 2.2.5 ") for m in run.messages())
+    assert not any(m.startswith("start: 2.4.4 ") for m in run.messages())
     assert_clean(lab, base)
 
 
@@ -419,15 +419,15 @@ def test_failure_retry_repeats_the_boot_from_power_on(lab, images, failure):
     messages = run.messages()
     warnings = [r["msg"] for r in run.log if r["lvl"] == "warning"]
     if failure == "bootloader-error":
-        assert any("uboot-retry: JobError: u-boot: the kernel is not an arm64 Image" in w for w in warnings), warnings
+        assert any("uboot-commands: JobError: u-boot: the kernel is not an arm64 Image" in w for w in warnings), warnings
         assert sum("Bad Linux ARM64 Image magic!" in line for line in target_lines(run)) == 1
     else:
-        assert any("uboot-retry: InfrastructureError: hard_reset failed (exit 1): PDU busy" in w for w in warnings)
-    assert "uboot-retry: attempt 2 of 2" in messages
+        assert any("uboot-commands: InfrastructureError: hard_reset failed (exit 1): PDU busy" in w for w in warnings)
+    assert "uboot-commands: attempt 2 of 2" in messages
     # The second attempt starts from power-on and goes through u-boot again.
-    second = messages[messages.index("uboot-retry: attempt 2 of 2"):]
-    starts = [m.split()[2] for m in second if m.startswith("start: 2.2.")]
-    assert starts[:4] == ["connect-device", "reset-device", "bootloader-interrupt", "u-boot-commands"]
+    second = messages[messages.index("uboot-commands: attempt 2 of 2"):]
+    starts = [m.split()[2] for m in second if m.startswith("start: 2.4.")]
+    assert starts[:4] == ["reset-device", "pdu-reboot", "bootloader-interrupt", "bootloader-commands"]
     assert sum(m.startswith("hard_reset: ") for m in messages) == 2
     assert_clean(lab, "arm64-uboot01")
 
@@ -471,7 +471,7 @@ def test_two_boards_boot_different_jobs_at_the_same_time(lab, images, http_serve
     windows = []
     for run in results:
         times = {r["msg"].split()[2]: r["dt"] for r in run.log if isinstance(r["msg"], str)
-                 and r["msg"].startswith(("start: 2.2.3 ", "end: 3 "))}
+                 and r["msg"].startswith(("start: 2.4.2 ", "end: 3 "))}
         windows.append((times["bootloader-interrupt"], times["lava-test-retry"]))
     assert max(start for start, _ in windows) < min(end for _, end in windows), windows
     assert lab.tftp_files() == []
@@ -648,7 +648,7 @@ def test_two_workers_boot_arm_boards_at_the_same_time(lab, board_lab, images, ht
     windows = []
     for run in runs:
         times = {r["msg"].split()[2]: r["dt"] for r in run.log if isinstance(r["msg"], str)
-                 and r["msg"].startswith(("start: 2.2.3 ", "end: 3 "))}
+                 and r["msg"].startswith(("start: 2.4.2 ", "end: 3 "))}
         windows.append((times["bootloader-interrupt"], times["lava-test-retry"]))
     assert max(start for start, _ in windows) < min(end for _, end in windows), windows
     # Between jobs a held board stays powered off; the workers' destroy ends it.
@@ -694,7 +694,7 @@ def test_stopping_a_run_mid_boot_powers_the_board_off_and_cleans_up(lab, images)
     job = tftp_job("stopped", "arm64-uboot", files, "nfs", "booti", definition_block("never", ["true"]))
     process, output = lab.popen(job, lab.device("arm64-uboot01"), "stopped")
     log = output / "output.yaml"
-    wait_for(lambda: log.exists() and "start: 2.2.4 u-boot-commands" in log.read_text(), 120, "u-boot commands")
+    wait_for(lambda: log.exists() and "start: 2.4.3 bootloader-commands" in log.read_text(), 120, "u-boot commands")
     assert lab.qemus()
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)

@@ -101,14 +101,14 @@ class UnpackOverlayDrive(Action):
 @known_action
 class BootImageRetry(RetryAction):
     name = "boot-image-retry"
-    description = "boot the image, retrying from power-on on failure"
+    description = "boot the image and reach its shell, starting QEMU again on failure"
     summary = "boot with retry"
 
 
 @known_action
 class BootQemuImage(Action):
     name = "boot-qemu-image"
-    description = "boot the deployed images with QEMU"
+    description = "start QEMU on the deployed images"
     summary = "boot QEMU image"
 
 
@@ -129,8 +129,9 @@ class QemuBoot(Strategy):
             raise ProblemList(problems)
         # Without a ramdisk to carry it, the overlay comes on a drive the booted guest unpacks.
         unpack = [UnpackOverlayDrive()] if plan.tests_after() and deployment.overlay_ramdisk is None else []
-        retry = BootImageRetry()
-        retry.internal(CallQemuAction(), *shell_steps(params, *unpack))
-        top = BootQemuImage(params)
-        top.internal(retry)
+        # LAVA's shape: the retry on top, QEMU started inside boot-qemu-image, then the shell.
+        start = BootQemuImage()
+        start.internal(CallQemuAction())
+        top = BootImageRetry(params)
+        top.internal(start, *shell_steps(params, *unpack))
         return top

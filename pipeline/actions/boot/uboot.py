@@ -200,9 +200,9 @@ class BootloaderInterrupt(Action):
 
 @known_action
 class UBootCommands(Action):
-    name = "u-boot-commands"
+    name = "bootloader-commands"
     description = "send the bootloader commands, one line at a time"
-    aliases = ("bootloader-commands",)
+    aliases = ("u-boot-commands",)  # its name before LAVA's (named timeouts keep working)
     summary = "u-boot commands"
     uses_connection = True
     per_operation_timeout = True  # the seed: the same timeout for each line sent to u-boot
@@ -223,9 +223,27 @@ class UBootCommands(Action):
 
 @known_action
 class UBootRetry(RetryAction):
-    name = "uboot-retry"
+    name = "uboot-commands"
     description = "power-cycle, interrupt u-boot and boot, retrying from power-on"
+    aliases = ("uboot-retry",)  # its name before LAVA's
     summary = "u-boot boot with retry"
+
+
+@known_action
+class UBootFromMedia(Action):
+    name = "uboot-from-media"
+    description = "say which files the bootloader loads from secondary media (nothing to do otherwise)"
+    summary = "files on media"
+
+    def __init__(self, media: MediaFiles | None):
+        super().__init__()
+        self.media = media
+
+    def run(self, ctx: JobContext) -> None:
+        if self.media is not None:
+            ctx.logger.info(f"u-boot loads {self.media.kernel} (dtb {self.media.dtb or 'none'}, ramdisk "
+                            f"{self.media.ramdisk or 'none'}) from partition {self.media.boot_part} of the media, "
+                            f"root {self.media.root_uuid}")
 
 
 @known_action
@@ -264,8 +282,9 @@ class UBootBoot(Strategy):
         params = params.model_copy(update={"type": command})
         retry = UBootRetry()
         # Every attempt starts from power-on; the console is opened again only if it closed.
-        retry.internal(ConnectDevice(), ResetDevice(discard_output=True), BootloaderInterrupt(), UBootCommands(),
+        retry.internal(ResetDevice(discard_output=True, reconnect=True), BootloaderInterrupt(), UBootCommands(),
                        *shell_steps(params))
+        media = media_files(params, deployment)
         top = UBootAction(params)
-        top.internal(BootloaderCommandOverlay(media_files(params, deployment)), retry)
+        top.internal(UBootFromMedia(media), BootloaderCommandOverlay(media), ConnectDevice(), retry)
         return top

@@ -19,17 +19,22 @@ class ConnectDevice(Action):
     summary = "console"
 
     def run(self, ctx: JobContext) -> None:
-        if ctx.connection is not None and ctx.connection.alive():
-            ctx.logger.info("console already connected")
-            return
-        ctx.close_connection()  # a console that closed (a retry connects again)
-        command = ctx.device.commands.connect
-        if not command:
-            raise ConfigurationError("the device has no commands.connect")
-        ctx.board_root().mkdir(parents=True, exist_ok=True)
-        command = ctx.device_command(command)
-        ctx.logger.info(f"connect: {command}")
-        ctx.connection = ShellConnection(["/bin/sh", "-c", command], ctx, "console", cwd=str(ctx.board_root()))
+        connect_console(ctx)
+
+
+def connect_console(ctx: JobContext) -> None:
+    """Open the board's console unless it is open: a console that closed is opened again."""
+    if ctx.connection is not None and ctx.connection.alive():
+        ctx.logger.info("console already connected")
+        return
+    ctx.close_connection()
+    command = ctx.device.commands.connect
+    if not command:
+        raise ConfigurationError("the device has no commands.connect")
+    ctx.board_root().mkdir(parents=True, exist_ok=True)
+    command = ctx.device_command(command)
+    ctx.logger.info(f"connect: {command}")
+    ctx.connection = ShellConnection(["/bin/sh", "-c", command], ctx, "console", cwd=str(ctx.board_root()))
 
 
 def discard_pending_output(ctx: JobContext) -> None:
@@ -46,20 +51,34 @@ def discard_pending_output(ctx: JobContext) -> None:
 
 
 @known_action
-class ResetDevice(Action):
-    name = "reset-device"
-    description = "power-cycle the board (hard_reset, or power_off then power_on)"
-    summary = "reset the board"
-
-    def __init__(self, discard_output: bool = False):
-        super().__init__()
-        self.discard_output = discard_output  # a stale bootloader prompt must not match after the reset
+class PduReboot(Action):
+    name = "pdu-reboot"
+    description = "power-cycle the board with the device's commands (hard_reset, or power_off then power_on)"
+    summary = "power-cycle"
 
     def run(self, ctx: JobContext) -> None:
-        if self.discard_output:
-            discard_pending_output(ctx)
         if run_power(ctx, "hard_reset", ctx.remaining()):
             return
         run_power(ctx, "power_off", ctx.remaining())
         if not run_power(ctx, "power_on", ctx.remaining()):
             raise ConfigurationError("the device has neither hard_reset nor power_on commands")
+
+
+@known_action
+class ResetDevice(Action):
+    name = "reset-device"
+    description = "reset the board: power-cycle it"
+    summary = "reset the board"
+
+    def __init__(self, discard_output: bool = False, reconnect: bool = False):
+        super().__init__()
+        self.discard_output = discard_output  # a stale bootloader prompt must not match after the reset
+        self.reconnect = reconnect  # a retry's attempt opens the console again if it closed
+        self.internal(PduReboot())
+
+    def run(self, ctx: JobContext) -> None:
+        if self.reconnect:
+            connect_console(ctx)
+        if self.discard_output:
+            discard_pending_output(ctx)
+        super().run(ctx)

@@ -66,20 +66,33 @@ def wait_for_prompt(action: Action, ctx: JobContext, patterns: str | list[str], 
 
 
 @known_action
-class AutoLoginAction(Action):
-    name = "auto-login-action"
-    description = "log in on the console when the board asks"
-    summary = "automatic login"
+class LoginAction(Action):
+    name = "login-action"
+    description = "log in on the console when the board asks (nothing to do without auto_login)"
+    summary = "login"
     uses_connection = True
 
     def run(self, ctx: JobContext) -> None:
         login = self.params.auto_login
+        if login is None:  # the shell prompt is waited for by expect-shell-connection
+            return
         connection = wait_for_prompt(self, ctx, login.login_prompt, f"{self.name} (login prompt)", kernel_failures())
         connection.sendline(login.username)
         if login.password_prompt:
             connection.expect(login.password_prompt, self.operation_timeout, f"{self.name} (password prompt)")
             connection.sendline(login.password or "", log=False)
             ctx.logger.log("input", "(password)")
+
+
+@known_action
+class AutoLoginAction(Action):
+    name = "auto-login-action"
+    description = "log in on the console if the boot asks for it (auto_login)"
+    summary = "automatic login"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.internal(LoginAction())
 
 
 @known_action
@@ -120,10 +133,7 @@ class ExportDeviceEnv(Action):
 
 def shell_steps(params: BootBase, *after_prompt: Action) -> list[Action]:
     """Log in if asked, wait for the shell (then ``after_prompt``), export the job's environment."""
-    steps: list[Action] = []
-    if params.auto_login:
-        steps.append(AutoLoginAction())
-    steps.append(ExpectShellSession())
+    steps: list[Action] = [AutoLoginAction(), ExpectShellSession()]  # LAVA's: auto-login-action always
     steps += after_prompt
     steps.append(ExportDeviceEnv())
     return steps
