@@ -28,7 +28,7 @@ REFUSED = {
     "bbb-nfs-url.yaml",  # tests on a persistent NFS root
     "x15-nfs.yaml",  # tests in a docker container
 }
-NAME_MATCH_FLOOR = 0.20  # the median share of LAVA's action names found in ours must not fall below it
+NAME_MATCH_FLOOR = 0.80  # the median share of LAVA's action names found in ours must not fall below it
 
 
 def test_the_projects_lava_form_jobs_build_with_lavas_names_and_timeouts(lava_templates: LavaTemplates) -> None:
@@ -39,6 +39,8 @@ def test_the_projects_lava_form_jobs_build_with_lavas_names_and_timeouts(lava_te
         assert outcome.accepted, (outcome.case, outcome.problems)
         assert outcome.timeouts_equal == outcome.timeouts_named, outcome.mismatches
         assert outcome.share is not None and outcome.share >= NAME_MATCH_FLOOR, outcome.mismatches
+    # qemu: LAVA's names at every level
+    assert outcomes[0].case.job == "kvm-two-disks.yaml" and outcomes[0].share == 1.0, outcomes[0].mismatches
 
 
 def test_lavas_own_fixtures_validate_and_match_lavas_pipeline_refs() -> None:

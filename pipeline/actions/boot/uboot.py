@@ -14,7 +14,7 @@ import re
 from typing import Literal
 
 from pipeline.action import Action, RetryAction
-from pipeline.actions.common.console import ConnectDevice, ResetDevice
+from pipeline.actions.common.console import ConnectDevice, ResetDevice, can_power_cycle
 from pipeline.actions.common.shell import BootBase, kernel_failures, shell_steps, wait_for_prompt
 from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
@@ -282,7 +282,9 @@ class UBootBoot(Strategy):
         params = params.model_copy(update={"type": command})
         retry = UBootRetry()
         # Every attempt starts from power-on; the console is opened again only if it closed.
-        retry.internal(ResetDevice(discard_output=True, reconnect=True), BootloaderInterrupt(), UBootCommands(),
+        soft = None if can_power_cycle(plan.device) else list(params.soft_reboot or ["reboot"])
+        retry.internal(ResetDevice(discard_output=True, reconnect=True, soft_reboot=soft), BootloaderInterrupt(),
+                       UBootCommands(),
                        *shell_steps(params))
         media = media_files(params, deployment)
         top = UBootAction(params)

@@ -7,8 +7,9 @@ import pexpect
 from pipeline.action import Action
 from pipeline.connection import ShellConnection
 from pipeline.context import JobContext
+from pipeline.device import Device
 from pipeline.errors import ConfigurationError
-from pipeline.power import run_power
+from pipeline.power import device_commands, run_power
 from pipeline.registry import known_action
 
 
@@ -65,16 +66,37 @@ class PduReboot(Action):
 
 
 @known_action
+class SendRebootCommands(Action):
+    name = "send-reboot-commands"
+    description = "reboot a board without power control by commands on its console (the boot's soft_reboot)"
+    summary = "soft reboot"
+
+    def __init__(self, commands: list[str]):
+        super().__init__()
+        self.commands = commands
+
+    def run(self, ctx: JobContext) -> None:
+        connection = ctx.require_connection()
+        for command in self.commands:
+            connection.sendline(command)
+
+
+def can_power_cycle(device: Device) -> bool:
+    return bool(device_commands(device, "hard_reset") or device_commands(device, "power_on"))
+
+
+@known_action
 class ResetDevice(Action):
     name = "reset-device"
     description = "reset the board: power-cycle it"
     summary = "reset the board"
 
-    def __init__(self, discard_output: bool = False, reconnect: bool = False):
+    def __init__(self, discard_output: bool = False, reconnect: bool = False, soft_reboot: list[str] | None = None):
         super().__init__()
         self.discard_output = discard_output  # a stale bootloader prompt must not match after the reset
         self.reconnect = reconnect  # a retry's attempt opens the console again if it closed
-        self.internal(PduReboot())
+        # As LAVA: a board without power commands is rebooted from its console.
+        self.internal(SendRebootCommands(soft_reboot) if soft_reboot else PduReboot())
 
     def run(self, ctx: JobContext) -> None:
         if self.reconnect:
