@@ -152,6 +152,11 @@ class Job:
         return self.header.job_name
 
     @property
+    def timeouts(self) -> JobTimeouts:
+        """The job's timeouts, parsed to seconds (``job.timeouts.queue``: how long it may wait for a board)."""
+        return self.header.timeouts
+
+    @property
     def multinode(self) -> MultinodeProtocol | None:
         return self.header.protocols.lava_multinode if self.header.protocols else None
 

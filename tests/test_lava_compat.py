@@ -76,7 +76,7 @@ def walk(pipeline) -> list:
 
 def test_lava_keys_load_and_the_queue_timeout_is_a_parsed_duration():
     parsed = parse_job(job("beaglebone-black", TFTP, UBOOT, TEST))
-    assert parsed.header.timeouts.queue == 7200.0
+    assert parsed.header.timeouts.queue == parsed.timeouts.queue == 7200.0
     boot = parsed.flat_actions()[1].params
     assert boot.type is None and boot.soft_reboot == ["reboot"]
     assert parsed.flat_actions()[2].definitions[0].skip_install == ["deps"]
