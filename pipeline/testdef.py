@@ -36,8 +36,8 @@ class TestDefinition(Strict):
     shallow: bool = True
     lava_signal: Literal["stdout", "kmsg"] | None = Field(None, alias="lava-signal")
     skip_install: list[Literal["keys", "sources", "deps", "steps", "git-repos", "all"]] | None = None
-    # LAVA keys that change nothing here (``expected``: the test cases LAVA reports missing ones of).
-    expected: list[str] | None = None
+    expected: list[str] | None = None  # test cases the run must report: a missing one is recorded as failed
+    # LAVA keys that change nothing here.
     history: bool | None = None
     recursive: bool | None = None
 

@@ -216,3 +216,30 @@ def test_methods_this_dispatcher_lacks_are_refused_naming_them(block, named):
     with pytest.raises(ProblemList) as raised:
         parse_job(job("beaglebone-black", block))
     assert any(named in line for line in raised.value.problems), raised.value.problems
+
+
+EXPECTED_JOB = """
+device_type: local-shell
+job_name: expected-cases
+timeouts: {job: {minutes: 2}, action: {seconds: 30}}
+actions:
+  - boot: {method: minimal}
+  - test:
+      definitions:
+        - from: inline
+          name: listed
+          path: inline/listed.yaml
+          expected: [reported-case, never-reported]
+          repository:
+            metadata: {format: Lava-Test Test Definition 1.0, name: listed}
+            run: {steps: ['lava-test-case reported-case --result pass']}
+"""
+
+
+def test_expected_cases_that_a_run_does_not_report_fail(tmp_path, no_leftovers):
+    from conftest import run_job
+
+    run = run_job(tmp_path, EXPECTED_JOB, "local01")
+    assert run.case("reported-case")["result"] == "pass"
+    missing = run.case("never-reported")
+    assert missing["result"] == "fail" and missing["suite"] == "0_listed", missing

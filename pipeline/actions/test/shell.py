@@ -85,6 +85,7 @@ class RunState:
         self.finished: list[str] = []
         self.token = ""  # RUNNER=<nonce>: the last field of the runner's own lines
         self.warnings = 0
+        self.reported: set[str] = set()  # the test cases the running definition reported
 
 
 @known_action
@@ -97,6 +98,7 @@ class TestShellAction(Action):
     def __init__(self, stage: int, params: TestBlock):
         super().__init__(params)
         self.stage = stage
+        self.expected: dict[int, list[str]] = {}  # definition index -> the test cases it must report (LAVA's)
 
     def run(self, ctx: JobContext) -> None:
         tests = ctx.stage_tests.get(self.stage)
@@ -165,10 +167,12 @@ class TestShellAction(Action):
             test = state.tests.get(state.run)
             state.pattern = re.compile(test.parse_pattern) if test is not None and test.parse_pattern else None
             state.parsed = []
+            state.reported = set()
             ctx.logger.info(f"{self.name}: start of test run {state.run}")
         elif name == "ENDRUN":
             run = fields[0] if fields else state.run
             self.add_parsed(ctx, state)
+            self.add_missing(ctx, state, run or "")
             duration = time.monotonic() - state.run_started
             # A suite renamed to "job" must not stand for the job's own entry.
             case = state.suite if state.suite and state.suite != "job" else run or "unknown"
@@ -234,6 +238,7 @@ class TestShellAction(Action):
         if suite == RESERVED_SUITE:
             self.refuse(ctx, state, f"ignored test case {case[:MAX_NAME]!r}: the {RESERVED_SUITE!r} suite is reserved")
             return
+        state.reported.add(case)
         extra = dict(extra or {})
         if state.test_set:
             extra["set"] = state.test_set
@@ -241,6 +246,15 @@ class TestShellAction(Action):
                                       definition=state.run or suite, measurement=measurement,
                                       units=self.bounded(ctx, state, "units", units) if units else units,
                                       level=self.level, duration=duration, extra=extra))
+
+    def add_missing(self, ctx: JobContext, state: RunState, run: str) -> None:
+        """A definition's ``expected`` test cases that its run did not report, as failed (LAVA's way)."""
+        index, _, _ = run.partition("_")
+        for case in self.expected.get(int(index), []) if index.isdigit() else []:
+            if case not in state.reported:
+                ctx.logger.warning(f"{self.name}: {run}: expected test case {case!r} was not reported")
+                self.add(ctx, state, case, "fail", extra={"reason": "expected but not reported"})
+        state.reported = set()
 
     def parse_line(self, state: RunState, line: str) -> None:
         """The definition's parse.pattern, applied to a line its run printed (the results are added at its end)."""
@@ -279,6 +293,7 @@ class TestShell(Strategy):
         if not plan.before("boot"):
             raise ProblemList([f"{block.place}: a test action never boots the board: put a boot action before it"])
         shell = TestShellAction(plan.stage_of(plan.position), params)
+        shell.expected = {index: list(d.expected) for index, d in enumerate(block.definitions) if d.expected}
         names = ", ".join(d.name or d.path for d in block.definitions)
         shell.summary = f"stage {shell.stage}: {names}"
         retry = TestShellRetry(params)
