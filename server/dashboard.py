@@ -83,7 +83,7 @@ def jobs(request: Request, state: str = "", health: str = "", device_type: str =
     def link(at: int) -> str:
         return "/?" + urlencode({**kept, "offset": at}) if at else "/?" + urlencode(kept)
 
-    types = sorted({d["type"] for d in _lab(request).devices(show_all=True)})
+    types = sorted({board["device_type"] for board in _lab(request).lab.boards()})
     return _page(request, "jobs.html", who, status=400 if problem else 200, jobs=page, count=count,
                  offset=offset, limit=PAGE, filters=filters, states=STATES, healths=HEALTHS, device_types=types,
                  problem=problem, previous=link(max(offset - PAGE, 0)) if offset else None,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import defer
 
 from server.db import session
@@ -111,18 +111,23 @@ def active_jobs(r: Any) -> list[tuple[str, str, str]]:
 
 
 def last_health_checks(boards: list[str], engine: Engine | None = None) -> dict[str, Job]:
-    """Each board's newest archived health-check job (boards without one are left out)."""
-    found: dict[str, Job] = {}
+    """Each board's newest archived health-check job (boards without one are left out): two queries."""
     if not boards:
-        return found
+        return {}
+    newest = (select(Job.actual_device, func.max(Job.number))
+              .where(Job.health_check == True, Job.actual_device.in_(boards))  # noqa: E712 - the index's
+              .group_by(Job.actual_device))
     with session(engine) as s:
-        for board in boards:
-            query = (select(Job).options(defer(Job.definition))
-                     .where(Job.actual_device == board, Job.health_check.is_(True))
-                     .order_by(Job.number.desc()).limit(1))
-            job = s.execute(query).scalars().first()
-            if job is not None:
-                found[board] = job
+        numbers = dict(s.execute(newest).tuples().all())
+        if not numbers:
+            return {}
+        rows = s.execute(select(Job).options(defer(Job.definition))
+                         .where(Job.number.in_(set(numbers.values())), Job.health_check == True,  # noqa: E712
+                                Job.actual_device.in_(list(numbers)))).scalars().all()
+    found: dict[str, Job] = {}
+    for job in sorted(rows, key=lambda row: (row.number, row.sub_id or 0)):
+        if job.actual_device is not None and job.number == numbers.get(job.actual_device):
+            found[job.actual_device] = job
     return found
 
 
