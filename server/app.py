@@ -9,6 +9,7 @@ with uvicorn. The OpenAPI document of the REST API is
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -116,6 +117,7 @@ def create_app(service: LabService | None = None) -> FastAPI:
 
     app.include_router(dashboard.router)
     app.state.aredis = _async_redis(service)
+    app.state.stopping = threading.Event()  # set when the server stops: open log streams end
 
     return app
 

@@ -109,7 +109,8 @@ async def job_log(request: Request, job_id: str) -> Response:
     if not may_see_everything(who, found):
         return Response("this job's log is its submitter's", status_code=403)
     stream = logstream.events(found, lab.jobs, request.app.state.aredis(),
-                              logstream.resume_from(request.headers.get("last-event-id")), request.is_disconnected)
+                              logstream.resume_from(request.headers.get("last-event-id")), request.is_disconnected,
+                              request.app.state.stopping.is_set)
     return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 

@@ -12,7 +12,7 @@ archive in one pass. ``end`` says the log is complete.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -21,7 +21,9 @@ from server.jobs import JobInfo, JobStore
 from tasks.keys import FINAL_STATES, job_key, log_key
 
 BATCH = 500
-BLOCK_MS = 10_000  # a keep-alive comment at least this often, so proxies and the browser keep the stream
+# Each blocking read waits this long at most: then a keep-alive comment (proxies and the browser keep the
+# stream open), and a stopping server ends the stream (the browser reconnects, resuming after its last id).
+BLOCK_MS = 2_000
 ENTRY_ID = "0123456789-"
 
 
@@ -55,8 +57,9 @@ def resume_from(header: str | None) -> str:
 
 
 async def events(job: JobInfo, store: JobStore, aredis: Any, last_id: str = "0-0",
-                 disconnected: Any = None) -> AsyncIterator[str]:
-    """The SSE text of the job's log; ends with an ``end`` event once the log is complete."""
+                 disconnected: Any = None, stopping: Callable[[], bool] = lambda: False) -> AsyncIterator[str]:
+    """The SSE text of the job's log; ends with an ``end`` event once the log is complete (or without one
+    when the server stops or the browser went away)."""
     if job.archived:
         start = 0
         while True:
@@ -85,6 +88,8 @@ async def events(job: JobInfo, store: JobStore, aredis: Any, last_id: str = "0-0
                 batch.append(record)
         if batch:
             yield _event("lines", batch, last_id)
+        if stopping():
+            return
         if not entries:
             if disconnected is not None and await disconnected():
                 return

@@ -168,3 +168,31 @@ def test_the_health_form_needs_an_admin_and_its_form_token(served):
     assert served.rpc().scheduler.devices.show("loc1")["health"] == "Good"
     wrong = admin.post(served.url + "/login", data={"token": "not-a-token"}, timeout=10)
     assert wrong.status_code == 401 and "no such token" in wrong.text
+
+
+def test_a_log_stream_follows_a_running_job_and_ends_when_the_server_stops():
+    with lab_server("server-sse-", boards=("loc1",)) as served:
+        flag = served.lab.base / "never"
+        job_id = submit(served, local_job("endless", ["echo first line", f"while [ ! -e {flag} ]; do sleep 0.05; done"]))
+        stream = requests.get(f"{served.url}/scheduler/job/{job_id}/log", stream=True, timeout=30)
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        seen = b""
+        for chunk in stream.iter_content(chunk_size=None):
+            seen += chunk
+            if b"first line" in seen:
+                break
+        ids = re.findall(rb"^id: (\d+-\d+)$", seen, re.M)
+        assert ids and b"event: lines" in seen
+        again = requests.get(f"{served.url}/scheduler/job/{job_id}/log", headers={"Last-Event-ID": ids[-1].decode()},
+                             stream=True, timeout=30)
+        resumed = b""
+        for chunk in again.iter_content(chunk_size=None):
+            resumed += chunk
+            if b": waiting" in resumed:
+                break
+        assert b"first line" not in resumed  # resumed after the last entry it had, then waits for more
+        assert served.stop_server() == 0  # open streams end: uvicorn's graceful stop does not wait on them
+        assert b"event: end" not in b"".join(stream.iter_content(chunk_size=None))
+        stream.close()
+        again.close()
+        flag.touch()
