@@ -183,8 +183,7 @@ async def login(request: Request) -> Response:
     from server.auth import user_for_token
 
     token = (await _form(request)).get("token", "")
-    origin = request.headers.get("origin")
-    if origin and origin.rstrip("/") != f"{request.url.scheme}://{request.headers.get('host', '')}":
+    if not webauth.same_origin(request):
         return Response("this form was sent from another site", status_code=403)
     engine = _lab(request).engine
     user = await run_in_threadpool(user_for_token, token.strip(), engine=engine) if token.strip() else None

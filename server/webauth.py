@@ -49,8 +49,7 @@ def form_token(request: Request) -> str:
 
 def check_form(request: Request, given: str | None) -> None:
     """Refuse a POST that another site could have sent (wrong Origin, missing or wrong form token)."""
-    origin = request.headers.get("origin")
-    if origin and origin.rstrip("/") != f"{request.url.scheme}://{request.headers.get('host', '')}":
+    if not same_origin(request):
         raise Forbidden("this form was sent from another site")
     expected = form_token(request)
     if not expected or not given or not hmac.compare_digest(expected, given):
@@ -61,4 +60,11 @@ def secure(request: Request) -> bool:
     return request.url.scheme == "https" or request.headers.get("x-forwarded-proto") == "https"
 
 
-__all__ = ["COOKIE", "MAX_AGE", "caller", "form_token", "check_form", "secure"]
+def same_origin(request: Request) -> bool:
+    """The browser's ``Origin`` (when it sends one) is this server, as the browser reached it."""
+    origin = request.headers.get("origin")
+    scheme = "https" if secure(request) else request.url.scheme
+    return not origin or origin.rstrip("/") == f"{scheme}://{request.headers.get('host', '')}"
+
+
+__all__ = ["COOKIE", "MAX_AGE", "caller", "form_token", "check_form", "secure", "same_origin"]
