@@ -81,6 +81,7 @@ def archive_values(record: dict[str, Any]) -> dict[str, Any]:
             "definition": record.get("definition") or "", "multinode_group": record.get("group") or None,
             "error_type": record.get("error_type") or None, "error_msg": record.get("error") or None,
             "tags": record.get("tags") if isinstance(record.get("tags"), list) else [],
+            "health_check": jobmetrics.is_health_check(record),
             "output_dir": f"{record.get('host')}:{output}" if output and record.get("host") else output}
 
 

@@ -118,7 +118,7 @@ def last_health_checks(boards: list[str], engine: Engine | None = None) -> dict[
               .where(Job.health_check == True, Job.actual_device.in_(boards))  # noqa: E712 - the index's
               .group_by(Job.actual_device))
     with session(engine) as s:
-        numbers = dict(s.execute(newest).tuples().all())
+        numbers = {str(board): int(number) for board, number in s.execute(newest).all()}
         if not numbers:
             return {}
         rows = s.execute(select(Job).options(defer(Job.definition))
