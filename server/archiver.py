@@ -11,7 +11,8 @@ still holds that was never archived, so a lost id costs a delay, not a job.
 
 ``archive`` copies the record, results and whole log (the stream, as
 output.yaml lines) in one transaction, marks the Redis record ``archived``,
-and asks for the job's notify callbacks. Archiving twice is harmless. The
+and asks for the job's notify callbacks; the job's figures for ``/metrics``
+are counted then (``server.jobmetrics``, once per job). Archiving twice is harmless. The
 lab's id counter is kept above the archive's newest job, so a Redis that
 was flushed never gives an archived job's id to a new one; a job whose id
 the archive already holds for another submission is refused, not replaced.
@@ -31,6 +32,7 @@ from sqlalchemy import Engine, func, select
 
 from pipeline.log import record_line
 from server import archive as store
+from server import jobmetrics
 from server.db import session
 from server.models import Job
 from tasks.ids import is_job_id
@@ -79,6 +81,7 @@ def archive_values(record: dict[str, Any]) -> dict[str, Any]:
             "definition": record.get("definition") or "", "multinode_group": record.get("group") or None,
             "error_type": record.get("error_type") or None, "error_msg": record.get("error") or None,
             "tags": record.get("tags") if isinstance(record.get("tags"), list) else [],
+            "health_check": jobmetrics.is_health_check(record),
             "output_dir": f"{record.get('host')}:{output}" if output and record.get("host") else output}
 
 
@@ -102,9 +105,11 @@ def archive(r: Any, job_id: str, engine: Engine | None = None) -> str:
         r.hset(job_key(job_id), "archived", "refused")
         return "refused"
     lines = (record_line(item).rstrip("\n") for item in read_log(r, job_id))
-    store.archive_job(values, job_results(r, job_id), lines, engine=engine)
+    results = job_results(r, job_id)
+    store.archive_job(values, results, lines, engine=engine)
     if r.exists(job_key(job_id)):
         r.hset(job_key(job_id), "archived", int(time.time() * 1000))
+        jobmetrics.count_job(r, record, results)  # once per job, whoever archives it
     keep_counter_ahead(r, engine)
     return "archived"
 

@@ -14,6 +14,7 @@ another. The layout (docs/lab.md, "Redis keys"):
 ``lava:{lab}:tick``, ``:resumed``   string  last heartbeat of any worker; when the lab came back
 ``lava:{lab}:done:<token>``         string  a script's answer, so a retried call is not run twice
 ``lava:{lab}:ended``                list    jobs that reached their final state (the server's archiver)
+``lava:{lab}:metrics``              hash    ended jobs counted for ``/metrics`` (the server's archiver)
 ``lava:{job:<id>}:record``          hash    the job record (``tasks.records``)
 ``lava:{job:<id>}:log``             stream  the live log, one entry per record, then ``end``
 ``lava:{job:<id>}:steps``           list    one JSON entry per chain step that ran (audit)
@@ -94,6 +95,7 @@ class LabKeys:
     tick: str
     resumed: str
     ended: str  # jobs that reached their final state, for the lab server's archiver
+    metrics: str  # the lab server's counts of ended jobs (server.jobmetrics), for /metrics
 
 
 LAB = LabKeys(*(f"{PREFIX}:{{lab}}:{f.name}" for f in fields(LabKeys)))
