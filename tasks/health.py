@@ -225,8 +225,9 @@ def take_changes(r: Any, count: int = 500) -> list[dict[str, Any]]:
 def device_state(job: str | None, job_state: str | None) -> str:
     """LAVA's device state: Idle, Reserved (a job placed, not started) or Running."""
     if not job:
-        return DeviceState.IDLE
-    return DeviceState.RUNNING if job_state in (JobState.RUNNING, JobState.CANCELING) else DeviceState.RESERVED
+        return DeviceState.IDLE.value
+    running = job_state in (JobState.RUNNING, JobState.CANCELING)
+    return (DeviceState.RUNNING if running else DeviceState.RESERVED).value
 
 
 def workers(lab: Lab) -> list[dict[str, Any]]:
