@@ -231,6 +231,26 @@ def device(hostname: str, lab: LabService = Service) -> dict[str, Any]:
     return _rest_device(lab.device(hostname))
 
 
+@router.api_route("/devices/{hostname}/", methods=["PUT", "PATCH"],
+                  summary="Change a board's health (with a reason) or description: {\"health\": \"Maintenance\"}")
+async def update_device(hostname: str, request: Request, lab: LabService = Service,
+                        who: Caller = Who) -> dict[str, Any]:
+    from starlette.concurrency import run_in_threadpool
+
+    from server.errors import BadRequest
+
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("send a JSON object: health, reason, description")
+    await run_in_threadpool(lambda: lab.update_device(who, hostname, health=body.get("health"),
+                                                      description=body.get("description"),
+                                                      reason=body.get("reason") or "rest api"))
+    return _rest_device(lab.device(hostname))
+
+
 @router.get("/devicetypes/", summary="The device types the lab's boards have")
 def device_types(request: Request, lab: LabService = Service) -> dict[str, Any]:
     return _local_page(request, [{"name": t["name"], "architecture": None, "processor": None, "cpu_model": None,
