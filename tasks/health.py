@@ -123,7 +123,19 @@ def _answer(lab: Lab, board: str, answer: list[Any]) -> HealthChange:
     lab.dispatch(Assignment.many(placed))
     change = HealthChange(board, old, new, canceled)
     change.health_check = ensure_health_check(lab, board) or ""
+    if not change.health_check and new in (Health.UNKNOWN, Health.LOOPING):
+        change.health_check = pending_check(lab, board) or ""  # the board's worker submitted it first
     return change
+
+
+def pending_check(lab: Lab, board: str) -> str | None:
+    """The board's health-check job when it is queued or running."""
+    hc_job = lab.r.hget(board_key(board), "hc_job")
+    if hc_job:
+        state = lab.r.hget(job_key(hc_job), "state")
+        if state == JobState.SUBMITTED or state in ACTIVE_STATES:
+            return str(hc_job)
+    return None
 
 
 def set_health(lab: Lab, board: str, health: str, *, who: str = "", reason: str = "",
@@ -154,12 +166,8 @@ def due_reason(lab: Lab, board: str) -> str | None:
     rec = lab.r.hmget(board_key(board), "health", "hc_definition", "hc_job", "hc_due", "hc_hours", "hc_last",
                       "stopped")
     health, definition, hc_job, hc_due, hours, last, stopped = rec
-    if not definition or stopped == "1":
+    if not definition or stopped == "1" or (hc_job and pending_check(lab, board)):
         return None
-    if hc_job:
-        state = lab.r.hget(job_key(hc_job), "state")
-        if state == JobState.SUBMITTED or state in ACTIVE_STATES:
-            return None
     if health in (Health.UNKNOWN, Health.LOOPING):
         return f"the board is {health}"
     if health in (None, Health.GOOD):
@@ -232,6 +240,8 @@ def device_state(job: str | None, job_state: str | None) -> str:
 
 def workers(lab: Lab) -> list[dict[str, Any]]:
     """Every worker host: its health (with reason, who, when) and its boards."""
+    from tasks.records import iso
+
     hosts: dict[str, dict[str, Any]] = {}
     for b in lab.boards():
         if b["host"]:
@@ -241,7 +251,8 @@ def workers(lab: Lab) -> list[dict[str, Any]]:
         value = json.loads(raw)
         entry = hosts.setdefault(host, {"host": host, "boards": []})
         entry.update(health=value["health"], reason=value.get("reason", ""), by=value.get("by", ""),
-                     changed=value.get("changed"), history=value.get("history") or [])
+                     changed=iso(value.get("changed")),
+                     history=[{**h, "time": iso(h.get("time"))} for h in value.get("history") or []])
     return sorted(hosts.values(), key=lambda h: h["host"])
 
 
@@ -274,7 +285,8 @@ def device(lab: Lab, board: str, history_limit: int = 20) -> dict[str, Any]:
         "jobs_since_health_check": int(rec.get("jobs_since_hc") or 0),
         "infrastructure_errors": int(rec.get("infra_errors") or 0),
         "infrastructure_error_limit": int(rec.get("infra_limit") or config.infrastructure_error_limit()),
-        "history": [{**e, "time": iso(e.get("time")), "who": e.get("who") or "lab"}
+        "history": [{"time": iso(e.get("time")), "old": e.get("old"), "new": e.get("new"),
+                     "who": e.get("who") or "lab", "reason": e.get("reason", "")}
                     for e in history(lab, board, history_limit)],
     }
 

@@ -159,12 +159,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         ids = lab.r.zrevrange(LAB.jobs, 0, args.limit - 1)
         pipe = lab.r.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(job_key(job_id), "state", "board", "device_type", "name", "submitted")
+            pipe.hmget(job_key(job_id), "state", "board", "device_type", "name", "submitted", "health_check")
         rows = [(job_id, *row) for job_id, row in zip(ids, pipe.execute(), strict=True) if row[0]]
         print(f"{'JOB':10}  {'STATE':10}  {'BOARD':14}  {'TYPE':14}  {'SUBMITTED':24}  NAME")
-        for job_id, state, board, device_type, name, submitted in rows:
+        for job_id, state, board, device_type, name, submitted, check in rows:
             print(f"{job_id:10}  {state:10}  {board or '-':14}  {device_type or '-':14}  "
-                  f"{iso(submitted) or '-':24}  {name or ''}")
+                  f"{iso(submitted) or '-':24}  {name or ''}{' [health check]' if check == '1' else ''}")
         return EXIT_OK
     group, jobs = _targets(lab, args.job)
     views = [status_view(get_job(lab.r, job_id)) for job_id in jobs]

@@ -94,6 +94,7 @@ def test_a_board_whose_boots_fail_goes_bad_after_its_health_check_while_the_othe
     for job_id in jobs:
         done = wait_state(lab, job_id, FINAL)
         assert (done["state"], done["board"]) == ("Complete", "good01")
+    assert f"{bad['hc_last_job']}" in run_cli("status").out and "[health check]" in run_cli("status").out
     shown = run_cli("devices", "show", "bad01")
     assert "health: Bad" in shown.out and "health check job" in shown.out
     listed = run_cli("devices").out
