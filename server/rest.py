@@ -217,7 +217,8 @@ def _rest_device(device: dict[str, Any]) -> dict[str, Any]:
     return {"hostname": device["hostname"], "device_type": device["device_type"], "device_version": None,
             "physical_owner": None, "physical_group": None, "description": device["description"],
             "tags": device["tags"], "state": device["state"], "health": device["health"],
-            "last_health_report_job": None, "worker_host": device["worker"], "is_synced": True,
+            "last_health_report_job": device.get("last_health_report_job"), "worker_host": device["worker"],
+            "is_synced": True,
             "current_job": device["current_job"], "online": device["online"]}
 
 

@@ -148,6 +148,7 @@ class LabService:
         return {"hostname": board["board"], "device_type": board["device_type"], "health": board["health"],
                 "state": self._state(board), "description": board["description"],
                 "health_job": bool(board["job"]) and self.r.hget(board_key(name), "hc_job") == board["job"],
+                "last_health_report_job": self.r.hget(board_key(name), "hc_last_job") or None,
                 "pipeline": True, "has_device_dict": True, "worker": board["host"] or board["worker"],
                 "current_job": formats.shown_id(board["job"]) if board["job"] else None,
                 "tags": sorted(board["tags"]), "permissions": [], "online": board["state"] != "offline",
