@@ -11,6 +11,8 @@ from lab_helpers import local_job, wait_for
 from test_lab_scheduler import finish, lab, redis_server, register  # noqa: F401 - fixtures
 
 from tasks import health
+
+pytest_plugins = ("server_fixtures",)  # engine: the archive on SQLite and PostgreSQL
 from tasks.keys import board_key, job_key, type_keys
 
 pytestmark = pytest.mark.usefixtures("no_chains")
@@ -254,3 +256,21 @@ def test_a_worker_host_in_maintenance_takes_no_jobs(lab, checks):
     assert record(lab, "b1")["job"]
     with pytest.raises(health.HealthError, match="no board of the lab runs on worker host"):
         lab.set_worker_health("elsewhere", "Maintenance")
+
+
+def test_the_lab_s_own_health_changes_reach_the_archive_in_order(lab, checks, engine):
+    """The server's relay moves every change (the lab's too) into the SQL history, once."""
+    from server import archive
+    from server.archiver import archive_health_changes
+
+    checks(steps=["lava-test-case fails --shell false"])
+    hc = board_up(lab, "b1").health_check
+    rec = lab.r.hgetall(job_key(hc))
+    lab.finish(hc, "b1", int(rec["attempt"]), "Incomplete", "Test", "the check failed", [], [])
+    lab.set_health("b1", "Retired", who="root", reason="scrapped")
+    assert archive_health_changes(lab.r, engine) == 3 and archive_health_changes(lab.r, engine) == 0
+    history = archive.health_history("b1", engine=engine)
+    assert [(h.old, h.new, h.who) for h in history] == [("Bad", "Retired", "root"), ("Unknown", "Bad", None),
+                                                          ("Unknown", "Unknown", None)]
+    assert history[2].reason == "first registration: its health check runs first"
+    assert history[1].reason == f"health check job {hc} Incomplete: the check failed"

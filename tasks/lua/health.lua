@@ -4,9 +4,10 @@
 -- The board's health becomes `new` (`who`: '' for the lab itself), recorded with when and why.
 local function change_health(b, new, who, reason)
   local k = board(b)
-  local old = redis.call('HGET', k.record, 'health') or H.Unknown
+  local had = redis.call('HGET', k.record, 'health')
+  local old = had or H.Unknown
   redis.call('HSET', k.record, 'health', new, 'health_reason', reason, 'health_by', who, 'health_changed', fmt(NOW))
-  if old == new and who == '' then return old end
+  if had and old == new and who == '' then return old end  -- the lab repeating itself (a first health is kept)
   local entry = cjson.encode({board = b, old = old, new = new, who = who, reason = reason, time = NOW})
   redis.call('LPUSH', k.health, entry)
   redis.call('LTRIM', k.health, 0, HEALTH_HISTORY - 1)
