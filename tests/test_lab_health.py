@@ -274,3 +274,11 @@ def test_the_lab_s_own_health_changes_reach_the_archive_in_order(lab, checks, en
                                                           ("Unknown", "Unknown", None)]
     assert history[2].reason == "first registration: its health check runs first"
     assert history[1].reason == f"health check job {hc} Incomplete: the check failed"
+
+
+def test_every_n_hours_an_idle_board_gets_its_health_check(lab, checks):
+    checks("hours: 0.0002\n")  # 0.72 s
+    finish(lab, board_up(lab, "b1").health_check)
+    assert lab.ensure_health_check("b1") is None  # just checked
+    hc = wait_for(lambda: lab.ensure_health_check("b1"), 10, "the periodic health check")
+    assert job_state(lab, hc) == ("Scheduled", "b1") and lab.r.hget(job_key(hc), "priority") == "100"
