@@ -74,6 +74,7 @@ class JobTimeouts(Strict):
     deploy: Duration | None = None
     boot: Duration | None = None
     test: Duration | None = None
+    queue: Duration | None = None  # a job not scheduled this long after submission is canceled
 
 
 class JobHeader(Strict):

@@ -20,6 +20,7 @@ the archive already holds for another submission is refused, not replaced.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -151,6 +152,33 @@ def sweep(r: Any, send: Callable[[str], None], engine: Engine | None = None, bat
         start += batch
 
 
+def archive_health_changes(r: Any, engine: Engine | None = None, batch: int = 500) -> int:
+    """Moves the lab's health changes (``lava:{lab}:health_changes``, in order) into the archive's history.
+
+    The lab writes each change once, in the script that makes it (with the
+    board's own capped history in Redis); this is the only writer of the SQL
+    history. Entries not stored (the database away) go back to the list's head.
+    """
+    from datetime import UTC
+
+    from tasks.health import take_changes
+
+    moved = 0
+    while True:
+        changes = take_changes(r, batch)
+        if not changes:
+            return moved
+        for index, change in enumerate(changes):
+            try:
+                store.record_health_change(change["board"], change["old"], change["new"], who=change.get("who") or None,
+                                           reason=change.get("reason") or "",
+                                           when=datetime.fromtimestamp(int(change["time"]) / 1000, UTC), engine=engine)
+            except Exception:
+                r.lpush(LAB.health_changes, *[json.dumps(c) for c in reversed(changes[index:])])
+                raise
+            moved += 1
+
+
 class Relay(threading.Thread):
     """Takes ended job ids from ``lava:ended`` (blocking) and sends each to the archiver."""
 
@@ -173,6 +201,7 @@ class Relay(threading.Thread):
                     if count:
                         log.info("sweep: %d ended job(s) were not archived yet: sent to the archiver", count)
                     next_sweep = time.monotonic() + sweep_seconds()
+                archive_health_changes(self.r, self.engine)
                 job_id = self.r.blmove(ENDED, self.processing, 2, "LEFT", "RIGHT")
                 if job_id:
                     self.send(job_id)
@@ -186,5 +215,6 @@ class Relay(threading.Thread):
         self.join(timeout)
 
 
-__all__ = ["archive", "archive_values", "sweep", "Relay", "keep_counter_ahead", "callbacks_to_send", "ENDED",
+__all__ = ["archive", "archive_values", "sweep", "archive_health_changes",
+           "Relay", "keep_counter_ahead", "callbacks_to_send", "ENDED",
            "ARCHIVE_TASK", "NOTIFY_TASK", "QUEUE"]
