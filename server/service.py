@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from server import archive, formats
+from server import formats
 from server.archiver import archive_health_changes, keep_counter_ahead
 from server.errors import BadRequest, NotFound
 from server.identity import Caller, require_admin, require_owner, require_user
@@ -118,14 +118,10 @@ class LabService:
             pipe.hget(job_key(board["job"]), "state") if board["job"] else pipe.echo("")
         answers = pipe.execute()
         for board, (health, description), job_state in zip(boards, answers[0::2], answers[1::2], strict=True):
-            board["health"] = health or self._last_health(board["board"])
+            board["health"] = health or "Good"  # as placement reads it: a board with no health is Good
             board["description"] = description or ""
             board["job_state"] = job_state or ""
         return boards
-
-    def _last_health(self, board: str) -> str:
-        history = archive.health_history(board, limit=1, engine=self.engine)
-        return history[0].new if history else "Good"
 
     @staticmethod
     def _state(board: dict[str, Any]) -> str:
