@@ -1,12 +1,13 @@
 #!/bin/bash
 # Install what lava-dispatch needs on a Debian 12 machine: QEMU and the
-# board tools from Debian, the Python package (editable) with its test
-# extras. Safe to run again: it installs only what is missing.
+# board tools from Debian, chromium (the dashboard's browser tests drive it
+# with playwright, which downloads no browser of its own), the Python
+# package (editable) with its test extras. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 DEBIAN_PACKAGES=(qemu-system-x86 qemu-system-arm qemu-utils u-boot-qemu u-boot-tools busybox-static
 	socat telnet cpio kmod mtools fdisk e2fsprogs syslinux syslinux-common git redis-server redis-tools
-	nfs-ganesha nfs-ganesha-vfs iproute2 python3-venv debootstrap)
+	nfs-ganesha nfs-ganesha-vfs iproute2 python3-venv debootstrap chromium chromium-driver)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
@@ -22,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c "import tasks.cli, celery, redis, pexpect, flower" 2>/dev/null ||
+if ! "$PYTHON" -c "import tasks.cli, celery, redis, pexpect, flower, prometheus_client, playwright" 2>/dev/null ||
 	! command -v lava-dispatch >/dev/null || ! command -v qemu-board >/dev/null || [ "${FORCE_PIP:-}" = 1 ] ||
 	[ pyproject.toml -nt "$("$PYTHON" -c "import importlib.metadata as m; print(m.distribution('lava-dispatch')._path)")" ]; then
 	echo "install-deps: pip install -e .[test]" >&2

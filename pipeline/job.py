@@ -116,7 +116,7 @@ class JobTimeouts(Strict):
     deploy: Duration | None = None
     boot: Duration | None = None
     test: Duration | None = None
-    queue: Duration | None = None  # how long the job may wait for a board (the lab's scheduler reads it)
+    queue: Duration | None = None  # a job not scheduled this long after submission is canceled
 
 
 class JobHeader(Strict):

@@ -1,4 +1,5 @@
-"""The lab server's ASGI application: XML-RPC at ``/RPC2``, REST at ``/api/v0.2/``, a job list at ``/``, ``/metrics``.
+"""The lab server's ASGI application: XML-RPC at ``/RPC2``, REST at ``/api/v0.2/``, the dashboard at ``/``,
+``/metrics`` (Prometheus) and ``/v1/healthz`` (LAVA's).
 
 ``create_app()`` builds it on the lab of ``LAVA_DISPATCH_REDIS_URL`` and the
 archive of ``LAVA_DISPATCH_DATABASE_URL``; ``lava-dispatch server`` serves it
@@ -8,14 +9,15 @@ with uvicorn. The OpenAPI document of the REST API is
 
 from __future__ import annotations
 
-import html
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from server import identity, rest, xmlrpc
+from server import dashboard, identity, metrics, rest, xmlrpc
 from server.errors import ApiError, Unavailable, unavailable_reason
 from server.service import LabService
 
@@ -38,7 +40,9 @@ def create_app(service: LabService | None = None) -> FastAPI:
     app.include_router(rest.router, dependencies=[Depends(authenticate)])
 
     @app.exception_handler(ApiError)
-    async def refused(request: Request, exc: ApiError) -> JSONResponse:
+    async def refused(request: Request, exc: ApiError) -> Response:
+        if dashboard.is_page(request.url.path):
+            return await run_in_threadpool(dashboard.error_page, request, exc)
         headers = {"WWW-Authenticate": "Token"} if exc.code == 401 else None
         body: dict[str, Any] = {"detail": exc.message, "message": exc.message}
         if exc.problems:
@@ -85,32 +89,55 @@ def create_app(service: LabService | None = None) -> FastAPI:
     def rpc_page() -> PlainTextResponse:
         return PlainTextResponse("XML-RPC endpoint: POST calls here (lavacli --uri http://USER:TOKEN@HOST/RPC2)")
 
-    @app.get("/", include_in_schema=False)
-    def index() -> HTMLResponse:
-        count, page = service.jobs.listing(limit=50)
-        rows = "".join(
-            f"<tr><td>{html.escape(job.id)}</td><td>{html.escape(job.state)}</td><td>{html.escape(job.health)}</td>"
-            f"<td>{html.escape(job.device_type or '')}</td><td>{html.escape(job.device or '')}</td>"
-            f"<td>{html.escape(job.submitter or '')}</td><td>{html.escape(job.description)}</td></tr>"
-            for job in page)
-        return HTMLResponse(
-            "<!doctype html><html><head><meta charset='utf-8'><title>lava-dispatch</title></head><body>"
-            f"<h1>lava-dispatch lab</h1><p>{count} jobs (the 50 newest). API: <a href='/api/v0.2/'>REST</a>, "
-            "<a href='/api/v0.2/docs'>its documentation</a>, XML-RPC at /RPC2.</p>"
-            "<table border='1' cellpadding='3'><tr><th>job</th><th>state</th><th>health</th><th>type</th>"
-            f"<th>board</th><th>submitter</th><th>description</th></tr>{rows}</table></body></html>")
+    found, latency = metrics.registry(service)
+    app.add_middleware(metrics.LatencyMiddleware, histogram=latency)
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> PlainTextResponse:
-        boards = service.lab.boards()
-        lines = ["# HELP lava_dispatch_boards Registered boards by state.", "# TYPE lava_dispatch_boards gauge"]
-        for state in ("idle", "busy", "offline"):
-            lines.append(f'lava_dispatch_boards{{state="{state}"}} {sum(b["state"] == state for b in boards)}')
-        lines += ["# HELP lava_dispatch_queued_jobs Jobs waiting for a board.",
-                  "# TYPE lava_dispatch_queued_jobs gauge", f"lava_dispatch_queued_jobs {service.queued()}"]
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+    def metrics_page() -> Response:
+        return Response(metrics.render(found), media_type=metrics.CONTENT_TYPE)
+
+    @app.get("/v1/healthz", include_in_schema=False)
+    @app.get("/v1/healthz/", include_in_schema=False)
+    def healthz() -> JSONResponse:
+        """LAVA's: ``{"health": "good"}``, or HTTP 500 with ``bad`` and why (the database or Redis away)."""
+        try:
+            from sqlalchemy import text
+
+            from server.db import session
+
+            with session(service.engine) as s:
+                s.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - any failure is the answer
+            return JSONResponse({"health": "bad", "error": "database connection lost"}, status_code=500)
+        try:
+            service.r.ping()
+        except Exception:  # noqa: BLE001
+            return JSONResponse({"health": "bad", "error": "redis connection lost"}, status_code=500)
+        return JSONResponse({"health": "good"})
+
+    app.include_router(dashboard.router)
+    app.state.aredis = _async_redis(service)
+    app.state.stopping = threading.Event()  # set when the server stops: open log streams end
 
     return app
+
+
+def _async_redis(service: LabService) -> Callable[[], Any]:
+    """The app's asyncio Redis client, made on first use (in the event loop that serves the log streams)."""
+    made: list[Any] = []
+
+    def get() -> Any:
+        if not made:
+            import redis.asyncio
+
+            from tasks.config import redis_target
+
+            target = redis_target(service.lab.url)
+            made.append(redis.asyncio.Redis.from_url(target.url, decode_responses=True, socket_timeout=30,
+                                                     socket_connect_timeout=5, **(target.ssl or {})))
+        return made[0]
+
+    return get
 
 
 __all__ = ["create_app"]

@@ -11,7 +11,8 @@ still holds that was never archived, so a lost id costs a delay, not a job.
 
 ``archive`` copies the record, results and whole log (the stream, as
 output.yaml lines) in one transaction, marks the Redis record ``archived``,
-and asks for the job's notify callbacks. Archiving twice is harmless. The
+and asks for the job's notify callbacks; the job's figures for ``/metrics``
+are counted then (``server.jobmetrics``, once per job). Archiving twice is harmless. The
 lab's id counter is kept above the archive's newest job, so a Redis that
 was flushed never gives an archived job's id to a new one; a job whose id
 the archive already holds for another submission is refused, not replaced.
@@ -19,6 +20,7 @@ the archive already holds for another submission is refused, not replaced.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -31,6 +33,7 @@ from sqlalchemy import Engine, func, select
 
 from pipeline.log import record_line
 from server import archive as store
+from server import jobmetrics
 from server.db import session
 from server.models import Job
 from tasks.ids import is_job_id
@@ -79,6 +82,7 @@ def archive_values(record: dict[str, Any]) -> dict[str, Any]:
             "definition": record.get("definition") or "", "multinode_group": record.get("group") or None,
             "error_type": record.get("error_type") or None, "error_msg": record.get("error") or None,
             "tags": record.get("tags") if isinstance(record.get("tags"), list) else [],
+            "health_check": jobmetrics.is_health_check(record),
             "output_dir": f"{record.get('host')}:{output}" if output and record.get("host") else output}
 
 
@@ -102,9 +106,11 @@ def archive(r: Any, job_id: str, engine: Engine | None = None) -> str:
         r.hset(job_key(job_id), "archived", "refused")
         return "refused"
     lines = (record_line(item).rstrip("\n") for item in read_log(r, job_id))
-    store.archive_job(values, job_results(r, job_id), lines, engine=engine)
+    results = job_results(r, job_id)
+    store.archive_job(values, results, lines, engine=engine)
     if r.exists(job_key(job_id)):
         r.hset(job_key(job_id), "archived", int(time.time() * 1000))
+        jobmetrics.count_job(r, record, results)  # once per job, whoever archives it
     keep_counter_ahead(r, engine)
     return "archived"
 
@@ -146,6 +152,33 @@ def sweep(r: Any, send: Callable[[str], None], engine: Engine | None = None, bat
         start += batch
 
 
+def archive_health_changes(r: Any, engine: Engine | None = None, batch: int = 500) -> int:
+    """Moves the lab's health changes (``lava:{lab}:health_changes``, in order) into the archive's history.
+
+    The lab writes each change once, in the script that makes it (with the
+    board's own capped history in Redis); this is the only writer of the SQL
+    history. Entries not stored (the database away) go back to the list's head.
+    """
+    from datetime import UTC
+
+    from tasks.health import take_changes
+
+    moved = 0
+    while True:
+        changes = take_changes(r, batch)
+        if not changes:
+            return moved
+        for index, change in enumerate(changes):
+            try:
+                store.record_health_change(change["board"], change["old"], change["new"], who=change.get("who") or None,
+                                           reason=change.get("reason") or "",
+                                           when=datetime.fromtimestamp(int(change["time"]) / 1000, UTC), engine=engine)
+            except Exception:
+                r.lpush(LAB.health_changes, *[json.dumps(c) for c in reversed(changes[index:])])
+                raise
+            moved += 1
+
+
 class Relay(threading.Thread):
     """Takes ended job ids from ``lava:ended`` (blocking) and sends each to the archiver."""
 
@@ -168,6 +201,7 @@ class Relay(threading.Thread):
                     if count:
                         log.info("sweep: %d ended job(s) were not archived yet: sent to the archiver", count)
                     next_sweep = time.monotonic() + sweep_seconds()
+                archive_health_changes(self.r, self.engine)
                 job_id = self.r.blmove(ENDED, self.processing, 2, "LEFT", "RIGHT")
                 if job_id:
                     self.send(job_id)
@@ -181,5 +215,6 @@ class Relay(threading.Thread):
         self.join(timeout)
 
 
-__all__ = ["archive", "archive_values", "sweep", "Relay", "keep_counter_ahead", "callbacks_to_send", "ENDED",
+__all__ = ["archive", "archive_values", "sweep", "archive_health_changes",
+           "Relay", "keep_counter_ahead", "callbacks_to_send", "ENDED",
            "ARCHIVE_TASK", "NOTIFY_TASK", "QUEUE"]

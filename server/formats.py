@@ -45,7 +45,7 @@ def legacy_status(job: JobInfo) -> tuple[int, str]:
 def show(job: JobInfo) -> dict[str, Any]:
     """``scheduler.jobs.show``: what ``lavacli jobs show`` prints."""
     return {"id": shown_id(job.id), "description": job.description, "device": job.device,
-            "device_type": job.device_type, "health_check": False, "pipeline": True, "health": job.health,
+            "device_type": job.device_type, "health_check": job.health_check, "pipeline": True, "health": job.health,
             "state": job.state, "submitter": job.submitter, "submit_time": job.submit_time,
             "start_time": job.start_time, "end_time": job.end_time, "tags": list(job.tags),
             "visibility": job.visibility.capitalize(), "failure_comment": job.failure_comment,
@@ -127,7 +127,7 @@ def rest_job(job: JobInfo, definition: bool = True) -> dict[str, Any]:
     """The REST API's job (LAVA's TestJobSerializer fields)."""
     data: dict[str, Any] = {
         "id": shown_id(job.id), "submitter": job.submitter, "viewing_groups": [], "description": job.description,
-        "health_check": False, "requested_device_type": job.device_type, "tags": list(job.tags),
+        "health_check": job.health_check, "requested_device_type": job.device_type, "tags": list(job.tags),
         "actual_device": job.device, "submit_time": iso(job.submit_time), "start_time": iso(job.start_time),
         "end_time": iso(job.end_time), "state": job.state, "health": job.health, "priority": job.priority,
         "visibility": job.visibility, "failure_tags": [], "failure_comment": job.failure_comment,

@@ -73,6 +73,7 @@ class JobInfo:
     failure_comment: str | None = None
     output_dir: str | None = None
     archived: bool = False  # answered from the archive
+    health_check: bool = False  # the health check of its board (tasks.health)
     lab_state: str = ""  # the Redis record's state ("" once archived)
 
     @property
@@ -131,7 +132,7 @@ def from_record(record: dict[str, Any]) -> JobInfo:
         definition=record.get("definition") or "", multinode_group=record.get("group") or None,
         error_type=record.get("error_type") or None, error_msg=record.get("error") or None,
         output_dir=f"{record.get('host')}:{output}" if output and record.get("host") else output,
-        lab_state=lab_state)
+        lab_state=lab_state, health_check=record.get("health_check") == "1")
 
 
 def from_archive(job: ArchivedJob, definition: bool = True) -> JobInfo:
@@ -141,7 +142,8 @@ def from_archive(job: ArchivedJob, definition: bool = True) -> JobInfo:
         visibility=job.visibility, tags=list(job.tags or []), submit_time=job.submit_time,
         start_time=job.start_time, end_time=job.end_time, definition=job.definition if definition else "",
         multinode_group=job.multinode_group, error_type=job.error_type, error_msg=job.error_msg,
-        failure_comment=job.failure_comment, output_dir=job.output_dir, archived=True)
+        failure_comment=job.failure_comment, output_dir=job.output_dir, archived=True,
+        health_check=bool(job.health_check))
 
 
 def archived_result(row: Any) -> dict[str, Any]:

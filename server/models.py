@@ -118,6 +118,7 @@ class Job(Base):
         Index("ix_jobs_actual_device_number", "actual_device", "number", "sub_id", "id"),
         Index("ix_jobs_multinode_group", "multinode_group"),
         Index("ix_jobs_end_time", "end_time"),
+        Index("ix_jobs_health_check_actual_device_number", "health_check", "actual_device", "number"),
     )
 
     def to_dict(self, definition: bool = True) -> dict[str, Any]:

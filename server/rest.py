@@ -217,7 +217,8 @@ def _rest_device(device: dict[str, Any]) -> dict[str, Any]:
     return {"hostname": device["hostname"], "device_type": device["device_type"], "device_version": None,
             "physical_owner": None, "physical_group": None, "description": device["description"],
             "tags": device["tags"], "state": device["state"], "health": device["health"],
-            "last_health_report_job": None, "worker_host": device["worker"], "is_synced": True,
+            "last_health_report_job": device.get("last_health_report_job"), "worker_host": device["worker"],
+            "is_synced": True,
             "current_job": device["current_job"], "online": device["online"]}
 
 
@@ -228,6 +229,26 @@ def devices(request: Request, lab: LabService = Service) -> dict[str, Any]:
 
 @router.get("/devices/{hostname}/", summary="A board")
 def device(hostname: str, lab: LabService = Service) -> dict[str, Any]:
+    return _rest_device(lab.device(hostname))
+
+
+@router.api_route("/devices/{hostname}/", methods=["PUT", "PATCH"],
+                  summary="Change a board's health (with a reason) or description: {\"health\": \"Maintenance\"}")
+async def update_device(hostname: str, request: Request, lab: LabService = Service,
+                        who: Caller = Who) -> dict[str, Any]:
+    from starlette.concurrency import run_in_threadpool
+
+    from server.errors import BadRequest
+
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequest("send a JSON object: health, reason, description")
+    await run_in_threadpool(lambda: lab.update_device(who, hostname, health=body.get("health"),
+                                                      description=body.get("description"),
+                                                      reason=body.get("reason") or "rest api"))
     return _rest_device(lab.device(hostname))
 
 

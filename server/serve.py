@@ -130,6 +130,9 @@ def _server_class() -> type:
                 if self.should_exit:
                     self.force_exit = True
                 self.should_exit = True
+                stopping = getattr(getattr(self.config.app, "state", None), "stopping", None)
+                if stopping is not None:  # the dashboard's open log streams end, so uvicorn's wait does
+                    stopping.set()
 
             previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
             try:

@@ -6,9 +6,11 @@ Jobs go through the lab's own ``Lab.submit`` (the same validation, record
 and placement as ``lava-dispatch submit``), with the caller as submitter.
 
 Device health is LAVA's (Good, Unknown, Looping, Bad, Maintenance,
-Retired). A change is recorded in the archive's health history with who
-and why, and stored in the board's Redis record (``health``), where
-placement will read it; a board that never had a change is Good.
+Retired). A change goes through the lab's ``Lab.set_health`` (the rule the
+CLI follows too: placement honours it at once, Good runs a health check
+first), which records it in Redis; the archive's SQL history takes it from
+the lab's list of changes (``archive_health_changes``) before the call
+returns. A board that never had a change is Good.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from server import archive, formats
-from server.archiver import keep_counter_ahead
+from server import formats
+from server.archiver import archive_health_changes, keep_counter_ahead
 from server.errors import BadRequest, NotFound
 from server.identity import Caller, require_admin, require_owner, require_user
 from server.jobs import JobInfo, JobStore, visibility_of
+from tasks.health import HealthError
 from tasks.keys import LAB, board_key, job_key
 from tasks.scheduler import Lab, SubmitError
 
@@ -115,14 +118,10 @@ class LabService:
             pipe.hget(job_key(board["job"]), "state") if board["job"] else pipe.echo("")
         answers = pipe.execute()
         for board, (health, description), job_state in zip(boards, answers[0::2], answers[1::2], strict=True):
-            board["health"] = health or self._last_health(board["board"])
+            board["health"] = health or "Good"  # as placement reads it: a board with no health is Good
             board["description"] = description or ""
             board["job_state"] = job_state or ""
         return boards
-
-    def _last_health(self, board: str) -> str:
-        history = archive.health_history(board, limit=1, engine=self.engine)
-        return history[0].new if history else "Good"
 
     @staticmethod
     def _state(board: dict[str, Any]) -> str:
@@ -143,7 +142,9 @@ class LabService:
         if board is None:
             raise NotFound(f"Device '{name}' was not found.")
         return {"hostname": board["board"], "device_type": board["device_type"], "health": board["health"],
-                "state": self._state(board), "health_job": False, "description": board["description"],
+                "state": self._state(board), "description": board["description"],
+                "health_job": bool(board["job"]) and self.r.hget(board_key(name), "hc_job") == board["job"],
+                "last_health_report_job": self.r.hget(board_key(name), "hc_last_job") or None,
                 "pipeline": True, "has_device_dict": True, "worker": board["host"] or board["worker"],
                 "current_job": formats.shown_id(board["job"]) if board["job"] else None,
                 "tags": sorted(board["tags"]), "permissions": [], "online": board["state"] != "offline",
@@ -163,10 +164,11 @@ class LabService:
                 new = formats.device_health(health)
             except ValueError as exc:
                 raise BadRequest(str(exc)) from None
-            old = self.r.hget(board_key(name), "health") or self._last_health(name)
-            archive.record_health_change(name, old, new, who=caller.user, reason=str(reason or "xmlrpc api"),
-                                         engine=self.engine)
-            self.r.hset(board_key(name), "health", new)
+            try:  # the lab's one rule (tasks.health.set_health): Good runs a health check first, ...
+                self.lab.set_health(name, new, who=caller.user or "", reason=str(reason or "xmlrpc api"))
+            except HealthError as exc:
+                raise BadRequest(str(exc)) from None
+            archive_health_changes(self.r, self.engine)  # the SQL history has it before the call returns
         if description is not None:
             self.r.hset(board_key(name), "description", str(description))
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from pipeline.device import Device, load_device
 from pipeline.errors import InfrastructureError, JobError
-from tasks import config
+from tasks import config, health
 from tasks.chains import send_chain
 from tasks.config import node_name
 from tasks.helpers import clean_work_root, kill_recorded_helpers, pid_file_for, work_root_for
@@ -132,6 +132,9 @@ class BoardRuntime:
             log.error("prepare of %s failed: %s", self.board, exc)
         threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         threading.Thread(target=self._control_loop, name="control", daemon=True).start()
+        change = health.setup_board(self.lab, self.board, self.device.device_type)
+        log.info("board %s: health %s%s", self.board, change.new,
+                 f" (health check job {change.health_check})" if change.health_check else "")
         if not reserved:
             token = uuid.uuid4().hex
             self.lab.dispatch(retry_redis("release", lambda: self.lab.release(self.board, token=token)))
@@ -218,6 +221,8 @@ class BoardRuntime:
             self.lab.dispatch(Assignment.many(data))
         self.check_progress(active)
         self.lab.reap(on_lost=self.on_lost)
+        if active is None and not self.executing and not self.stopping:
+            self.lab.ensure_health_check(self.board)  # every N hours, or after a check was lost
 
     def on_lost(self, lost: LostJob) -> None:
         log.warning("job %s on board %s: lease expired -> %s", lost.job, lost.board, lost.state)

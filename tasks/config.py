@@ -25,6 +25,13 @@ Environment (all optional):
     ``$XDG_RUNTIME_DIR/lava-dispatch`` or ``~/.local/state/lava-dispatch``).
 ``LAVA_DISPATCH_KEEP_DAYS``
     Days a finished job's record, log and results stay in Redis (default 14).
+``LAVA_DISPATCH_HEALTH_CHECKS``
+    The directory of the health checks: ``<device-type>.yaml`` (the job) and
+    ``<device-type>.conf`` (its settings), read by each board's worker
+    (default ``/etc/lava-dispatch/health-checks``).
+``LAVA_DISPATCH_INFRA_ERRORS``
+    Infrastructure errors in a row that set a board Bad (default 3; 0 never;
+    a device type's ``.conf`` may say otherwise).
 ``LAVA_DISPATCH_LEASE_SECONDS``
     How long a running job survives without its worker's heartbeat (default
     15; the heartbeat runs every ``lease / 6`` seconds, at most every 2 s).
@@ -92,6 +99,18 @@ def heartbeat_seconds() -> float:
     return min(2.0, lease_seconds() / 6)
 
 
+def health_checks_dir() -> Path:
+    return Path(os.environ.get("LAVA_DISPATCH_HEALTH_CHECKS") or "/etc/lava-dispatch/health-checks").expanduser()
+
+
+def infrastructure_error_limit() -> int:
+    value = os.environ.get("LAVA_DISPATCH_INFRA_ERRORS", "").strip() or "3"
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise ConfigError(f"LAVA_DISPATCH_INFRA_ERRORS={value!r} is not a whole number") from None
+
+
 def hostname() -> str:
     return socket.gethostname()
 
@@ -111,4 +130,5 @@ def boot_id() -> str:
 
 __all__ = ["CERT_REQS", "DEFAULT_REDIS_URL", "SSL_QUERY_KEYS", "ConfigError", "RedisTarget", "redis_client",
            "redis_target", "redis_url", "output_root", "state_dir", "keep_seconds", "group_end_seconds",
-           "lease_seconds", "heartbeat_seconds", "hostname", "node_name", "boot_id"]
+           "lease_seconds", "heartbeat_seconds", "health_checks_dir",
+           "infrastructure_error_limit", "hostname", "node_name", "boot_id"]

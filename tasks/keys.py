@@ -14,6 +14,10 @@ another. The layout (docs/lab.md, "Redis keys"):
 ``lava:{lab}:tick``, ``:resumed``   string  last heartbeat of any worker; when the lab came back
 ``lava:{lab}:done:<token>``         string  a script's answer, so a retried call is not run twice
 ``lava:{lab}:ended``                list    jobs that reached their final state (the server's archiver)
+``lava:{lab}:metrics``              hash    ended jobs counted for ``/metrics`` (the server's archiver)
+``lava:{lab}:hosts``                hash    worker host -> its health (JSON: health, reason, by, changed)
+``lava:{lab}:health_changes``       list    every health change (JSON), for the server's SQL archive
+``lava:{lab}:queue_until``          zset    queued job -> its queue deadline (``timeouts.queue``, ms)
 ``lava:{job:<id>}:record``          hash    the job record (``tasks.records``)
 ``lava:{job:<id>}:log``             stream  the live log, one entry per record, then ``end``
 ``lava:{job:<id>}:steps``           list    one JSON entry per chain step that ran (audit)
@@ -24,6 +28,7 @@ another. The layout (docs/lab.md, "Redis keys"):
 ``lava:{type:<type>}:pending``      zset    the requests queued for it (as ``pending``)
 ``lava:{board:<name>}:record``      hash    device type, device, worker node/host/pid, heartbeat, job
 ``lava:{board:<name>}:tags``        set     the board's tags
+``lava:{board:<name>}:health``      list    the board's newest health changes (JSON, newest first, capped)
 ``lava:{board:<name>}:control``     pubsub  cancel requests for the board's running job (a channel)
 ==================================  ======  ===========================================
 
@@ -50,6 +55,34 @@ PREFIX = "lava"
 SUBMIT_QUEUE = "lava.submit"  # Celery's queue of tasks.submit
 GROUP_REQUEST = "group:"  # a queued request of a multinode group: "group:<id>"
 STREAM_MAXLEN = 200_000  # approximate cap of a job's log stream
+HEALTH_HISTORY = 100  # health changes kept per board in Redis (the lab server archives every one)
+
+
+class Health(StrEnum):
+    """A board's health, LAVA's: only Good boards take jobs (Unknown and Looping: their health check only)."""
+
+    GOOD = "Good"
+    UNKNOWN = "Unknown"
+    LOOPING = "Looping"
+    BAD = "Bad"
+    MAINTENANCE = "Maintenance"
+    RETIRED = "Retired"
+
+
+class WorkerHealth(StrEnum):
+    """A worker host's health: its boards take no job unless it is Active."""
+
+    ACTIVE = "Active"
+    MAINTENANCE = "Maintenance"
+    RETIRED = "Retired"
+
+
+class DeviceState(StrEnum):
+    """A board's state (LAVA's): no job, a job reserved on it, a job running."""
+
+    IDLE = "Idle"
+    RESERVED = "Reserved"
+    RUNNING = "Running"
 
 
 class JobState(StrEnum):
@@ -94,6 +127,10 @@ class LabKeys:
     tick: str
     resumed: str
     ended: str  # jobs that reached their final state, for the lab server's archiver
+    metrics: str  # the lab server's counts of ended jobs (server.jobmetrics), for /metrics
+    hosts: str  # worker host -> health JSON (Active, Maintenance, Retired)
+    health_changes: str  # every board/host health change (JSON), taken by the lab server's archive
+    queue_until: str  # queued job -> the end of its queue timeout (ms)
 
 
 LAB = LabKeys(*(f"{PREFIX}:{{lab}}:{f.name}" for f in fields(LabKeys)))
@@ -123,6 +160,7 @@ class GroupKeys:
 class BoardKeys:
     record: str
     tags: str
+    health: str  # the board's health history (newest first, HEALTH_HISTORY entries)
 
     def all(self) -> list[str]:
         return list(astuple(self))
@@ -280,4 +318,4 @@ __all__ = ["PREFIX", "SUBMIT_QUEUE", "GROUP_REQUEST", "JobState", "GroupState", 
            "LabKeys", "LAB", "ID_COUNTER", "JobKeys", "GroupKeys", "BoardKeys", "TypeKeys", "job_keys", "job_key",
            "log_key", "steps_key", "results_key", "group_keys", "group_key", "group_request", "group_of",
            "board_keys", "board_key", "control_channel", "type_keys", "done_key", "board_queue", "lua_keys",
-           "lua_string", "STREAM_MAXLEN"]
+           "lua_string", "STREAM_MAXLEN", "HEALTH_HISTORY", "Health", "WorkerHealth", "DeviceState"]

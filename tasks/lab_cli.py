@@ -1,4 +1,4 @@
-"""The lab subcommands of ``lava-dispatch``: submit, status, logs, results, cancel, worker, devices.
+"""The lab subcommands of ``lava-dispatch``: submit, status, logs, results, cancel, worker, devices, workers.
 
 ``server``, ``users``, ``tokens`` and ``db`` are the lab server's (``server/``),
 imported only when one of them runs.
@@ -159,15 +159,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         ids = lab.r.zrevrange(LAB.jobs, 0, args.limit - 1)
         pipe = lab.r.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hmget(job_key(job_id), "state", "board", "device_type", "name", "submitted")
+            pipe.hmget(job_key(job_id), "state", "board", "device_type", "name", "submitted", "health_check")
         rows = [(job_id, *row) for job_id, row in zip(ids, pipe.execute(), strict=True) if row[0]]
         print(f"{'JOB':10}  {'STATE':10}  {'BOARD':14}  {'TYPE':14}  {'SUBMITTED':24}  NAME")
-        for job_id, state, board, device_type, name, submitted in rows:
+        for job_id, state, board, device_type, name, submitted, check in rows:
             print(f"{job_id:10}  {state:10}  {board or '-':14}  {device_type or '-':14}  "
-                  f"{iso(submitted) or '-':24}  {name or ''}")
+                  f"{iso(submitted) or '-':24}  {name or ''}{' [health check]' if check == '1' else ''}")
         return EXIT_OK
     group, jobs = _targets(lab, args.job)
     views = [status_view(get_job(lab.r, job_id)) for job_id in jobs]
+    for view in views:  # a queued job that no board can take says so
+        if view["state"] == JobState.SUBMITTED and view.get("device_type"):
+            waiting = lab.queue_summary().get(view["device_type"], {}).get("waiting")
+            if waiting:
+                view["waiting"] = waiting
     if group:
         states = {view["state"] for view in views}
         state = next((s for s in GROUP_STATE_ORDER if s in states), JobState.COMPLETE).value  # YAML: a plain str
@@ -242,7 +247,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 @_lab_errors
 def cmd_devices(args: argparse.Namespace) -> int:
+    from tasks import health_cli
+
     lab = _lab()
+    shown = health_cli.run(lab, args)
+    if shown is not None:
+        return shown
     if args.forget:
         answer = lab.forget(args.forget)
         messages = {"forgotten": f"board {args.forget} removed from the lab",
@@ -258,10 +268,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if not boards:
         print("no board is registered: start one with `lava-dispatch worker --device DEVICE.yaml`")
         return EXIT_OK
-    print(f"{'BOARD':16}  {'TYPE':14}  {'STATE':8}  {'JOB':10}  {'WORKER':28}  HEARTBEAT")
+    print(f"{'BOARD':16}  {'TYPE':14}  {'HEALTH':11}  {'STATE':8}  {'JOB':10}  {'WORKER':28}  HEARTBEAT")
     for b in boards:
         age = "never" if b["heartbeat_age"] is None else f"{b['heartbeat_age']:.1f} s ago"
-        print(f"{b['board']:16}  {b['device_type'] or '-':14}  {b['state']:8}  {b['job'] or '-':10}  "
+        print(f"{b['board']:16}  {b['device_type'] or '-':14}  {b['health']:11}  {b['state']:8}  {b['job'] or '-':10}  "
               f"{b['worker'] or '-':28}  {age}")
     queued = lab.queue()
     if queued:
@@ -293,6 +303,8 @@ def add_server_commands(sub: Any) -> None:
 
 def add_commands(sub: Any) -> None:
     """Register the lab subcommands on ``lava-dispatch``'s subparsers."""
+    from tasks import health_cli
+
     p = sub.add_parser("submit", help="submit a job to the lab; prints the job id the lab assigned first")
     p.add_argument("job", help="job YAML file")
     p.add_argument("--priority", type=priority_argument,
@@ -338,6 +350,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--yaml", action="store_true")
     p.add_argument("--forget", metavar="BOARD", help="remove an offline board from the lab")
     p.set_defaults(func=cmd_devices)
+    health_cli.add_device_commands(p)
+    health_cli.add_worker_commands(sub, cmd_devices)
 
     add_server_commands(sub)
 

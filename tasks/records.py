@@ -100,6 +100,10 @@ def status_view(record: dict[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {"id": shown_id(record.get("id")), "name": record.get("name"),
                             "state": record.get("state"), "device_type": record.get("device_type"),
                             "priority": record.get("priority"), "board": record.get("board") or None}
+    if record.get("health_check") == "1":
+        view["health_check"] = True  # the health check of its board
+    if record.get("queue_timeout"):
+        view["queue_timeout"] = float(record["queue_timeout"])
     if record.get("current"):
         view["current_action"] = record["current"]
     for name in ("submitted", "scheduled", "started", "ended"):

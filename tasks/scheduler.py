@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import InfrastructureError
-from tasks import chains, groups, submission
+from tasks import chains, groups, health, submission
 from tasks.chains import PipelineNames, send_chain
 from tasks.keys import (
     ACTIVE_STATES,
@@ -43,7 +43,7 @@ class Lab(LabState):
 
     def submit(self, text: str, *, priority: str | int | None = None, queue_anyway: bool = False,
                submitter: str = "", dispatch: bool = True, job: Job | None = None, client_ref: str = "",
-               job_id: str | None = None, visibility: str = "") -> Submitted:
+               job_id: str | None = None, visibility: str = "", health_check_board: str | None = None) -> Submitted:
         """Validate, record and place (or queue) a job under a new id. Raises ProblemList or SubmitError.
 
         ``client_ref`` (a ``celery call``'s task id) is only stored in the
@@ -53,7 +53,7 @@ class Lab(LabState):
         self.reap()
         return submission.submit(self, text, priority=priority, queue_anyway=queue_anyway, submitter=submitter,
                                  dispatch=dispatch, job=job, client_ref=client_ref, job_id=job_id,
-                                 visibility=visibility)
+                                 visibility=visibility, health_check_board=health_check_board)
 
     def validate_for_type(self, job: Job, device_type: str, role: str | None = None) -> list[str]:
         """Build the job's pipeline on each distinct device config of the type's boards; the problems found."""
@@ -84,6 +84,38 @@ class Lab(LabState):
         if placed:
             self.dispatch(placed)
         return lost
+
+    # -- health (tasks.health): one rule for the CLI, the workers and the lab server
+
+    def set_health(self, board: str, value: str, *, who: str = "", reason: str = "",
+                   force: bool = False) -> health.HealthChange:
+        """Set a board's health, recorded with who and why; see ``tasks.health.set_health``."""
+        return health.set_health(self, board, value, who=who, reason=reason, force=force)
+
+    def set_worker_health(self, host: str, value: str, *, who: str = "", reason: str = "",
+                          force: bool = False) -> tuple[str, list[str]]:
+        """Set a worker host's health (Active, Maintenance, Retired); (old health, jobs canceled)."""
+        return health.set_worker_health(self, host, value, who=who, reason=reason, force=force)
+
+    def health_history(self, board: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The board's newest health changes {board, old, new, who, reason, time (ms)}, newest first."""
+        return health.history(self, board, limit)
+
+    def ensure_health_check(self, board: str) -> str | None:
+        """Submit the board's health check when one is due; its job id."""
+        return health.ensure_health_check(self, board)
+
+    def queue_summary(self) -> dict[str, dict[str, Any]]:
+        """Per device type: queued, oldest_wait (s), boards, good, idle, health counts, waiting (why)."""
+        return health.queue_summary(self)
+
+    def device(self, board: str) -> dict[str, Any]:
+        """One board: health with reason/who/when, state (Idle, Reserved, Running), health check, history."""
+        return health.device(self, board)
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Every worker host with its health and boards."""
+        return health.workers(self)
 
     # -- multinode groups
 

@@ -27,10 +27,13 @@ from typing import Any
 
 from pipeline.errors import Bug, Canceled, ConfigurationError, InfrastructureError, JobError, LavaError, TestError
 from tasks.keys import (
+    HEALTH_HISTORY,
     LAB,
     STREAM_MAXLEN,
     GroupState,
+    Health,
     JobState,
+    WorkerHealth,
     board_keys,
     done_key,
     group_keys,
@@ -90,11 +93,11 @@ class Script:
     keys: Callable[[Sequence[Any]], KeyList]  # the KEYS of a call, from its arguments (A in the script)
     once: bool = True
     # The shared files it uses after prelude.lua (each costs the script its definitions on every call).
-    library: tuple[str, ...] = ("place", "end")
+    library: tuple[str, ...] = ("gate", "place", "end", "health")
 
 
 SCRIPTS: dict[str, Script] = {
-    "submit": Script(lambda a: KeyList().lab("jobs", "pending", "leases").job(a[0]).type(a[5])),
+    "submit": Script(lambda a: KeyList().lab("jobs", "pending", "leases", "queue_until").job(a[0]).type(a[5])),
     "submit_group": Script(_group_keys),
     "claim": Script(lambda a: KeyList().lab("leases").job(a[0]), library=()),
     "finish": Script(lambda a: KeyList().lab("jobs", "pending", "leases", "ended").job(a[0]).board(a[1]).type(a[9])),
@@ -103,11 +106,13 @@ SCRIPTS: dict[str, Script] = {
     "cancel": Script(lambda a: KeyList().lab("jobs", "pending", "leases", "ended").job(a[0]).group(a[1])),
     "heartbeat": Script(lambda a: KeyList().lab("tick", "resumed", "pending", "leases").board(a[0]).job(a[2])
                         .type(a[3]), once=False),
-    "reap": Script(lambda a: KeyList().lab("resumed", "leases", "jobs", "pending", "ended")),
+    "reap": Script(lambda a: KeyList().lab("resumed", "leases", "jobs", "pending", "ended", "queue_until")),
     "register": Script(lambda a: KeyList().lab("boards").board(a[0]).type(a[1]), library=()),
     "release": Script(lambda a: KeyList().lab("pending", "leases").board(a[0]).type(a[1])),
     "stop": Script(lambda a: KeyList().lab("pending", "leases").board(a[0]).type(a[2])),
     "forget": Script(lambda a: KeyList().lab("boards").board(a[0]).type(a[1]), library=()),
+    "set_health": Script(lambda a: KeyList().lab("pending", "leases", "health_changes").board(a[0])),
+    "set_host_health": Script(lambda a: KeyList().lab("pending", "leases", "hosts")),
 }
 
 
@@ -126,7 +131,10 @@ def lua_constants(once: bool) -> str:
         _lua_table("GS", {s.value: s.value for s in GroupState}),
         _lua_table("ERR", {e.error_type: e.error_type for e in ERRORS}),
         _lua_table("ERR_CLASS", {e.error_type: e.__name__ for e in ERRORS}),
+        _lua_table("H", {h.value: h.value for h in Health}),
+        _lua_table("WH", {h.value: h.value for h in WorkerHealth}),
         f"local LOG_MAXLEN = {STREAM_MAXLEN}",
+        f"local HEALTH_HISTORY = {HEALTH_HISTORY}",
         f"local ONCE = {1 if once else 0}",
         lua_keys(),
     ])

@@ -304,6 +304,11 @@ def finish_job(rt: Runtime, job_id: str, attempt: int, active: ActiveJob | None,
             rt.lab.dispatch(placed)
         except Exception as exc:  # noqa: BLE001 - the heartbeat's watchdog sends a lost chain again
             log.error("could not send the chains of %s: %s", [a.job for a in placed], exc)
+    if not rt.stopping:
+        try:  # a health check due now (its outcome, a count of jobs, Looping) goes first in the board's queue
+            rt.lab.ensure_health_check(rt.board)
+        except Exception as exc:  # noqa: BLE001 - the heartbeat asks again
+            log.error("health check of %s: %s", rt.board, exc)
     return final
 
 

@@ -219,27 +219,29 @@ class LabState:
 
     def expire_leases(self) -> tuple[list[LostJob], list[Assignment]]:
         """End the jobs whose worker stopped renewing their lease; requeue those that never started."""
-        if not self.r.zcard(LAB.leases):
+        if not self.r.zcard(LAB.leases) and not self.r.zcard(LAB.queue_until):
             return [], []
-        lost_rows, placed = self.call("reap")
+        lost_rows, placed, _timed_out = self.call("reap")
         return [LostJob(*[str(x) for x in row]) for row in lost_rows or []], Assignment.many(placed)
 
     def boards(self) -> list[dict[str, Any]]:
-        """Every registered board with its state: idle, busy (reserved or running a job) or offline."""
+        """Every registered board with its state: idle, busy (reserved or running a job) or offline; its health."""
         names = sorted(self.r.smembers(LAB.boards))
         now_ms = redis_now_ms(self.r)
         pipe = self.r.pipeline(transaction=False)
         for name in names:
-            pipe.hmget(board_key(name), "device_type", "tags", "node", "host", "pid", "heartbeat", "job", "stopped")
+            pipe.hmget(board_key(name), "device_type", "tags", "node", "host", "pid", "heartbeat", "job", "stopped",
+                       "health", "health_reason")
         out = []
         for name, row in zip(names, pipe.execute(), strict=True):
-            device_type, tags, node, host, pid, heartbeat, job, stopped = row
+            device_type, tags, node, host, pid, heartbeat, job, stopped, health, health_reason = row
             age = (now_ms - int(heartbeat)) / 1000 if heartbeat and heartbeat != "0" else None
             live = age is not None and age * 1000 <= self.board_ttl_ms and stopped != "1"
             state = "offline" if not live else ("busy" if job else "idle")
             out.append({"board": name, "device_type": device_type, "state": state, "job": job or None,
                         "tags": json.loads(tags or "[]"), "worker": node, "host": host, "pid": int(pid or 0),
-                        "heartbeat_age": None if age is None else round(age, 1)})
+                        "heartbeat_age": None if age is None else round(age, 1),
+                        "health": health or "Good", "health_reason": health_reason or ""})
         return out
 
     def queue(self, device_type: str | None = None, limit: int = 100) -> list[str]:

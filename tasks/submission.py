@@ -133,12 +133,13 @@ def validate_for_type(lab: LabState, job: Job, device_type: str,
 
 def submit(lab: LabState, text: str, *, priority: str | int | None = None, queue_anyway: bool = False,
            submitter: str = "", dispatch: bool = True, job: Job | None = None, client_ref: str = "",
-           job_id: str | None = None, visibility: str = "") -> Submitted:
+           job_id: str | None = None, visibility: str = "", health_check_board: str | None = None) -> Submitted:
     """Validate, record and place (or queue) a job under a new id. Raises ProblemList or SubmitError.
 
     ``client_ref`` (a ``celery call``'s task id) is only stored in the
     record; ``job_id``: an id this lab already assigned (``new_id``);
-    ``visibility``: ``public`` or ``personal`` (the lab server's reading of the job's ``visibility:``).
+    ``visibility``: ``public`` or ``personal`` (the lab server's reading of the job's ``visibility:``);
+    ``health_check_board``: the job is that board's health check (record ``health_check``), placed on it only.
     """
     from pipeline.errors import ProblemList
     from pipeline.parser import parse_job
@@ -148,7 +149,7 @@ def submit(lab: LabState, text: str, *, priority: str | int | None = None, queue
     if job.multinode and job.multinode.subjob:
         raise ProblemList(["protocols.lava-multinode.role: this is one member's sub-job (the form lava-server "
                            "hands to lava-run): submit the multinode job with all its roles"])
-    if job.multinode:
+    if job.multinode and not health_check_board:
         return submit_group(lab, text, job, priority=prio, queue_anyway=queue_anyway, submitter=submitter,
                             dispatch=dispatch, client_ref=client_ref, group_id=job_id, visibility=visibility)
     device_type = job.header.device_type or ""
@@ -158,14 +159,25 @@ def submit(lab: LabState, text: str, *, priority: str | int | None = None, queue
     job_id = require_job_id(job_id) if job_id else lab.new_id()
     if prio is None:
         prio = job.header.priority
-    needs = [{"job": job_id, "device_type": device_type, "tags": list(job.header.tags)}]
+    need: dict[str, Any] = {"job": job_id, "device_type": device_type, "tags": list(job.header.tags)}
     fields = {"id": job_id, "name": job.name, "device_type": device_type, "tags": json.dumps(job.header.tags),
               "definition": text, "submitter": submitter, "timeout": job.header.timeouts.job,
               "client_ref": client_ref, "visibility": visibility, "pipelines": json.dumps(names)}
-    answer = lab.call("submit", job_id, json.dumps(fields), json.dumps(needs), prio, int(queue_anyway), device_type)
+    queue_timeout = job.header.timeouts.queue or 0
+    if queue_timeout:
+        fields["queue_timeout"] = f"{queue_timeout:g}"
+    if health_check_board:
+        if job.multinode:
+            raise SubmitError("a health check is a single job, not a multinode one")
+        need.update(board=health_check_board, health_check=True)
+        fields.update(health_check="1", health_board=health_check_board)
+    answer = lab.call("submit", job_id, json.dumps(fields), json.dumps([need]), prio, int(queue_anyway), device_type,
+                      int(queue_timeout * 1000))
     kind = answer[0]
     if kind == "exists":
         raise SubmitError(f"a job with id {job_id} already exists")
+    if kind == "checking":
+        raise SubmitError(f"board {health_check_board}'s health check job {answer[1]} is queued or running")
     if kind == "noboard":
         raise no_board_error(answer[1], "job")
     assignments = Assignment.many(answer[1])

@@ -340,7 +340,7 @@ def test_the_lua_key_templates_are_the_python_ones(lab):
 
     probe = keys.lua_keys() + """
 local j, g, b, t = K.job('12.1'), K.group('12'), K.board('b1'), K.type('kvm')
-return {j.record, j.log, j.steps, j.results, g.record, b.record, b.tags, t.boards, t.idle, t.pending,
+return {j.record, j.log, j.steps, j.results, g.record, b.record, b.tags, b.health, t.boards, t.idle, t.pending,
         K.control('b1'), K.LAB.leases}
 """
     expected = [*keys.job_keys("12.1").all(), keys.group_key("12"), *keys.board_keys("b1").all(),

@@ -72,7 +72,7 @@ def test_a_new_database_gets_the_schema_on_first_use(empty_db_url):
     raw.dispose()
     engine = db.get_engine(empty_db_url)
     assert set(inspect(engine).get_table_names()) == TABLES
-    assert db.current_revision(engine) == db.head_revision() == "0002"
+    assert db.current_revision(engine) == db.head_revision() == "0003"
 
 
 def test_the_migrations_create_exactly_what_the_models_describe(empty_db_url):
@@ -99,7 +99,7 @@ def test_an_existing_database_keeps_its_data_when_opened_again(empty_db_url):
     add_user("alice", engine=db.get_engine(empty_db_url))
     db.dispose_engines()
     engine = db.make_engine(empty_db_url)
-    assert db.upgrade(engine) == "0002"  # nothing to do: already current
+    assert db.upgrade(engine) == "0003"  # nothing to do: already current
     assert get_user("alice", engine=engine) is not None
     engine.dispose()
 
@@ -145,7 +145,7 @@ def test_several_processes_may_create_the_schema_at_once(empty_db_url):
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert outcomes == ["0002"] * len(engines)
+    assert outcomes == ["0003"] * len(engines)
     with engines[0].connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
     for engine in engines:

@@ -160,6 +160,19 @@ def test_listing_devices_and_the_openapi_document(served):
     assert requests.get(api(served, "jobs/12345678/"), timeout=10).status_code == 404
     devices = requests.get(api(served, "devices/"), timeout=10).json()
     assert [d["hostname"] for d in devices["results"]] == ["loc1"] and devices["results"][0]["health"] == "Good"
+    refused = requests.put(api(served, "devices/loc1/"), json={"health": "Maintenance"}, headers=served.headers(),
+                           timeout=10)
+    assert refused.status_code == 403
+    changed = requests.put(api(served, "devices/loc1/"), json={"health": "maintenance", "reason": "by rest"},
+                           headers=served.headers("root"), timeout=10)
+    assert changed.ok and changed.json()["health"] == "Maintenance", changed.text
+    from tasks.scheduler import Lab
+
+    newest = Lab(served.redis()).health_history("loc1")[0]
+    assert (newest["new"], newest["who"], newest["reason"]) == ("Maintenance", "root", "by rest")
+    back = requests.patch(api(served, "devices/loc1/"), json={"health": "Good"}, headers=served.headers("root"),
+                          timeout=10)
+    assert back.json()["health"] == "Good"
     assert requests.get(api(served, "devicetypes/"), timeout=10).json()["results"][0]["name"] == "local-shell"
     assert requests.get(api(served, "tags/"), timeout=10).json()["count"] == 0
     assert requests.get(api(served, "system/version/"), timeout=10).json() == {"version": "2025.12"}

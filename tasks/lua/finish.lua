@@ -21,6 +21,7 @@ if st[1] and st[2] == b and st[3] == A[3] and ACTIVE[st[1]] then
   if A[7] ~= '' then redis.call('HSET', k.record, 'durations', A[7]) end
   if A[8] ~= '' then redis.call('SET', k.results, A[8]) end
   end_job(j, final, A[5], A[6])
+  after_job(b, j, final, A[5], A[6])
 end
 local out = {}
 local bj = redis.call('HGET', board(b).record, 'job')

@@ -16,5 +16,5 @@ if st[1] and NOW - tonumber(st[1]) <= BOARD_TTL then return {'online'} end
 redis.call('SREM', L.boards, b)
 redis.call('SREM', dtype(st[3]).boards, b)
 redis.call('ZREM', dtype(st[3]).idle, b)
-redis.call('DEL', k.record, k.tags)
+redis.call('DEL', k.record, k.tags, k.health)
 return {'forgotten'}

@@ -14,6 +14,7 @@ if A[4] == '1' and tonumber(st[3]) < 0 then return {'unstarted', st[1]} end
 local final = S.Incomplete
 if st[1] == S.Canceling then final = S.Canceled end
 end_job(j, final, A[5], A[3], true)
+after_job(b, j, final, A[5], A[3])
 if redis.call('HGET', board(b).record, 'job') == j then redis.call('HSET', board(b).record, 'job', '') end
 unavailable(b)
 return {final, ''}

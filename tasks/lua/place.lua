@@ -14,7 +14,7 @@ local function board_fits(b, tags)
   return true
 end
 
-local function board_serves(b, need) return board_live(b) and board_fits(b, need.tags) end
+local function board_serves(b, need) return board_live(b) and board_fits(b, need.tags) and board_takes(b, need) end
 
 -- An idle board of the need's type that serves it and is not `used` yet; `prefer` first.
 -- (The only place that looks for a board: an index of the idle boards would replace the scan here.)
@@ -110,6 +110,7 @@ local function release(b)
   if not dt or redis.call('HGET', record, 'stopped') == '1' then return out end
   redis.call('HSET', record, 'job', '')
   local keys = dtype(dt)
+  if not board_may_idle(b) then redis.call('ZREM', keys.idle, b) return out end  -- health gate (gate.lua)
   if not redis.call('ZSCORE', keys.idle, b) then redis.call('ZADD', keys.idle, fmt(NOW), b) end
   if not board_live(b) then return out end
   for _, req in ipairs(redis.call('ZRANGE', keys.pending, 0, 199)) do
