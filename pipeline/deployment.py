@@ -40,6 +40,7 @@ class Deployment:
     overlay_ramdisk: str | None = None  # the label of the ramdisk the overlay is appended to, if one is
     media: MediaFiles | None = None  # an image written to secondary media: the files inside it
     persistent_nfs: str | None = None  # ``host:/path`` of an NFS root that stays on its server
+    overlay_transfer: bool = False  # the booted board fetches the overlay (the root cannot be written here)
     kernel_type: str | None = None  # the deploy's kernel.type (zimage, uimage, image): the u-boot boot command
 
     # Filled by the deploy's actions while it runs.

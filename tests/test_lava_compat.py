@@ -243,3 +243,12 @@ def test_expected_cases_that_a_run_does_not_report_fail(tmp_path, no_leftovers):
     assert run.case("reported-case")["result"] == "pass"
     missing = run.case("never-reported")
     assert missing["result"] == "fail" and missing["suite"] == "0_listed", missing
+
+
+def test_tests_on_a_persistent_nfs_root_get_the_overlay_from_the_booted_board():
+    deploy = TFTP.replace("      ramdisk: {url: 'http://e.com/initrd.cpio.gz', compression: gz}\n", "").replace(
+        "      os: oe\n", "      os: debian\n      persistent_nfs: {address: '10.0.0.5:/srv/nfs/bbb'}\n")
+    names_built = [a.name for a in walk(built(job("beaglebone-black", deploy, UBOOT.replace("ramdisk", "nfs"), TEST)))]
+    assert names_built.index("expect-shell-connection") < names_built.index("overlay-unpack") < \
+        names_built.index("export-device-env")
+    assert "apply-overlay-tftp" not in names_built and "lava-overlay" in names_built

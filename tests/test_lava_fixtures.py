@@ -24,8 +24,6 @@ REFUSED = {
     "kvm-command.yaml",  # the 'command' action
     "qemu-nfs.yaml",  # deploy to nfs and boot method qemu-nfs
     "kvm-context.yaml",  # a duplicated key in a test block (the job loader refuses duplicates)
-    "uboot-persistent.yaml",  # tests on a persistent NFS root
-    "bbb-nfs-url.yaml",  # tests on a persistent NFS root
     "x15-nfs.yaml",  # tests in a docker container
 }
 NAME_MATCH_FLOOR = 0.80  # the median share of LAVA's action names found in ours must not fall below it

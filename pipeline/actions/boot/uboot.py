@@ -16,6 +16,7 @@ from typing import Literal
 from pipeline.action import Action, RetryAction
 from pipeline.actions.common.console import ConnectDevice, ResetDevice, can_power_cycle
 from pipeline.actions.common.shell import BootBase, kernel_failures, shell_steps, wait_for_prompt
+from pipeline.actions.common.transfer import OverlayUnpack
 from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
 from pipeline.deployment import Deployment, MediaFiles
@@ -283,9 +284,10 @@ class UBootBoot(Strategy):
         retry = UBootRetry()
         # Every attempt starts from power-on; the console is opened again only if it closed.
         soft = None if can_power_cycle(plan.device) else list(params.soft_reboot or ["reboot"])
+        transfer = plan.tests_after() and (params.transfer_overlay is not None
+                                           or (deployment is not None and deployment.overlay_transfer))
         retry.internal(ResetDevice(discard_output=True, reconnect=True, soft_reboot=soft), BootloaderInterrupt(),
-                       UBootCommands(),
-                       *shell_steps(params))
+                       UBootCommands(), *shell_steps(params, *([OverlayUnpack()] if transfer else [])))
         media = media_files(params, deployment)
         top = UBootAction(params)
         top.internal(UBootFromMedia(media), BootloaderCommandOverlay(media), ConnectDevice(), retry)

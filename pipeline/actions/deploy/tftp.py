@@ -77,6 +77,7 @@ class DeployTftp(DeployBase):
     def deployment(self, place: str) -> Deployment:
         declared = super().deployment(place)
         declared.persistent_nfs = self.persistent_nfs.address if self.persistent_nfs else None
+        declared.overlay_transfer = self.persistent_nfs is not None
         declared.kernel_type = self.kernel.type if self.kernel else None
         return declared
 
@@ -202,10 +203,9 @@ class TftpDeployAction(DeployAction):
             except ConfigurationError as exc:
                 raise ProblemList([f"{place}: the device's tftp parameters: {exc}"]) from None
         uboot_ramdisk = params.uboot_ramdisk() and not params.nfsrootfs
-        if lava_overlay:
-            if params.persistent_nfs:
-                raise ProblemList([f"{place}.persistent_nfs: test actions after a persistent NFS root are not "
-                                   "supported (the overlay is not written into a share of another server)"])
+        if lava_overlay and params.persistent_nfs:
+            pass  # the booted board fetches the overlay (overlay-unpack): the share is another server's
+        elif lava_overlay:
             if not params.nfsrootfs and not params.ramdisk:
                 raise ProblemList([f"{place}: the test actions need a ramdisk or an nfsrootfs to carry the overlay"])
             if uboot_ramdisk:
