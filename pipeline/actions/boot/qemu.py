@@ -15,11 +15,11 @@ from typing import Literal
 from pipeline.action import Action, RetryAction
 from pipeline.actions.boot.qemu_args import check_disk, check_image_arg, substitute
 from pipeline.actions.common.overlay import overlay_root
-from pipeline.actions.common.shell import BootBase, shell_steps
+from pipeline.actions.common.shell import BootBase, board_command, shell_steps
 from pipeline.blocks import ActionBlock
 from pipeline.connection import ShellConnection
 from pipeline.context import JobContext
-from pipeline.errors import ConfigurationError, InfrastructureError, JobError, ProblemList
+from pipeline.errors import ConfigurationError, JobError, ProblemList
 from pipeline.registry import block_model, known_action, strategy
 from pipeline.strategy import BuildPlan, Strategy
 
@@ -91,11 +91,8 @@ class UnpackOverlayDrive(Action):
         if not node:
             raise ConfigurationError("the qemu method has overlay_arg but no overlay_device")
         root = overlay_root(ctx)
-        status, output = ctx.require_connection().run(
-            f"mkdir -p {shlex.quote(root)} && tar -xf {shlex.quote(node)} -C {shlex.quote(root)}",
-            self.operation_timeout, self.name)
-        if status != 0:
-            raise InfrastructureError(f"unpacking the overlay from {node} failed: {output.strip()[-200:]}")
+        board_command(self, ctx, f"mkdir -p {shlex.quote(root)} && tar -xf {shlex.quote(node)} -C {shlex.quote(root)}",
+                      f"unpacking the overlay from {node}")
 
 
 @known_action

@@ -174,8 +174,16 @@ class DefinitionLayout:
         return self.placed
 
 
+class LayoutStep(Action):
+    """One of the three layout steps of a definition."""
+
+    def __init__(self, layout: DefinitionLayout):
+        super().__init__()
+        self.layout = layout
+
+
 @known_action
-class TestOverlayAction(Action):
+class TestOverlayAction(LayoutStep):
     """Check a fetched definition and lay out its files."""
 
     __test__ = False
@@ -183,8 +191,7 @@ class TestOverlayAction(Action):
     description = "check a test definition and lay out its files"
 
     def __init__(self, layout: DefinitionLayout):
-        super().__init__()
-        self.layout = layout
+        super().__init__(layout)
         self.summary = f"test definition {layout.repo.definition.name or layout.repo.definition.path}"
 
     def run(self, ctx: JobContext) -> None:
@@ -200,30 +207,22 @@ class TestOverlayAction(Action):
 
 
 @known_action
-class TestInstallOverlayAction(Action):
+class TestInstallOverlayAction(LayoutStep):
     __test__ = False
     name = "test-install-overlay"
     description = "write the install script of a test definition (its deps and install steps)"
     summary = "install script"
-
-    def __init__(self, layout: DefinitionLayout):
-        super().__init__()
-        self.layout = layout
 
     def run(self, ctx: JobContext) -> None:
         overlay.write_install(self.layout.placement(), self.layout.os_name)
 
 
 @known_action
-class TestRunscriptOverlayAction(Action):
+class TestRunscriptOverlayAction(LayoutStep):
     __test__ = False
     name = "test-runscript-overlay"
     description = "write the run script of a test definition and add it to its stage"
     summary = "run script"
-
-    def __init__(self, layout: DefinitionLayout):
-        super().__init__()
-        self.layout = layout
 
     def run(self, ctx: JobContext) -> None:
         test = overlay.write_run(self.layout.placement())

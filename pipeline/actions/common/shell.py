@@ -131,6 +131,15 @@ class ExportDeviceEnv(Action):
         ctx.require_connection().run(f"export {line}", self.operation_timeout, self.name)
 
 
+def board_command(action: Action, ctx: JobContext, command: str, what: str, timeout: float | None = None) -> str:
+    """Run ``command`` in the board's shell; InfrastructureError saying ``what`` failed when it exits non-zero."""
+    status, output = ctx.require_connection().run(command, action.operation_timeout if timeout is None else timeout,
+                                                  action.name)
+    if status != 0:
+        raise InfrastructureError(f"{what} failed (exit {status}): {output.strip()[-200:]}")
+    return output
+
+
 def shell_steps(params: BootBase, *after_prompt: Action) -> list[Action]:
     """Log in if asked, wait for the shell (then ``after_prompt``), export the job's environment."""
     steps: list[Action] = [AutoLoginAction(), ExpectShellSession()]  # LAVA's: auto-login-action always

@@ -15,8 +15,8 @@ import shlex
 
 from pipeline.action import Action
 from pipeline.actions.common.overlay import overlay_root
+from pipeline.actions.common.shell import board_command
 from pipeline.context import JobContext
-from pipeline.errors import InfrastructureError
 from pipeline.registry import known_action
 
 
@@ -31,10 +31,7 @@ class OverlayUnpack(Action):
         tarball, _ = ctx.overlay_files()
         url = ctx.serve_file(tarball)
         root = shlex.quote(overlay_root(ctx))
-        status, output = ctx.require_connection().run(
-            f"mkdir -p {root} && cd {root} && wget -q -O overlay.tar.gz {shlex.quote(url)} && "
-            f"tar -xzf overlay.tar.gz && rm -f overlay.tar.gz", self.timeout, self.name)
-        if status != 0:
-            raise InfrastructureError(f"the board could not fetch and unpack the overlay (exit {status}): "
-                                      f"{output.strip()[-200:]}")
+        board_command(self, ctx, f"mkdir -p {root} && cd {root} && wget -q -O overlay.tar.gz {shlex.quote(url)} && "
+                      "tar -xzf overlay.tar.gz && rm -f overlay.tar.gz", "fetching and unpacking the overlay",
+                      self.timeout)
         ctx.logger.info(f"overlay unpacked on the board in {overlay_root(ctx)}")
