@@ -150,6 +150,12 @@ def rendered_device_data(text: str, *, name: str = "device", source: str | None 
     device_type = job_device_type or device_type
     if device_type and "device_type" not in data:
         data["device_type"] = device_type
+    # How the board reaches this worker's file server: the dispatcher configuration's, where LAVA's
+    # templates (which leave it to the dispatcher) give none.
+    address = (dispatcher if dispatcher is not None else DispatcherConfig.from_env()).ip_for("http")
+    parameters = data.setdefault("parameters", {})
+    if address and isinstance(parameters, dict) and "dispatcher_ip" not in parameters:
+        parameters["dispatcher_ip"] = address
     data.setdefault("hostname", name)
     return data
 

@@ -252,3 +252,13 @@ def test_tests_on_a_persistent_nfs_root_get_the_overlay_from_the_booted_board():
     assert names_built.index("expect-shell-connection") < names_built.index("overlay-unpack") < \
         names_built.index("export-device-env")
     assert "apply-overlay-tftp" not in names_built and "lava-overlay" in names_built
+
+
+def test_a_rendered_device_takes_the_workers_address_from_the_dispatcher_configuration():
+    from pipeline.device import load_device_dictionary
+    from pipeline.dispatcher_config import DispatcherConfig
+
+    config = DispatcherConfig.parse("dispatcher_ip: 192.0.2.10\n", "dispatcher.yaml")
+    text = "{% set board = 'b1' %}\ndevice_type: probe\nparameters: {}\n"  # as LAVA's templates: no address
+    assert load_device_dictionary(text, name="b1", dispatcher=config).parameters["dispatcher_ip"] == "192.0.2.10"
+    assert "dispatcher_ip" not in load_device_dictionary(text, name="b1", dispatcher=DispatcherConfig()).parameters
