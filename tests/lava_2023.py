@@ -74,7 +74,7 @@ class GuestFS:
     def umount(self, device):
         raw = self.output + ".raw"
         subprocess.run(["mkfs.ext2", "-q", "-F", "-L", self.label, "-U", self.uuid, "-d", self.tree, raw,
-                        "%dk" % (self.size // 1024)], check=True)
+                        "%dk" % (self.size // 1024)], check=True, stdout=subprocess.DEVNULL)
         subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, self.output], check=True)
         os.unlink(raw)
         shutil.rmtree(self.tree, ignore_errors=True)
