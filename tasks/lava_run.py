@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -38,9 +39,16 @@ from tasks.inputs import UsageError, read_file
 from tasks.lava_log import LavaLogSink, LavaSuite, lava_record, lava_result
 
 
+def job_id(text: str) -> str:
+    """A job id goes into directory names and the board's paths: a plain word."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: letters, digits, '.', '_' and '-' only (at most 64)")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lava-run", description="run a LAVA job definition on one device")
-    p.add_argument("--job-id", required=True, metavar="ID", help="the job's identifier")
+    p.add_argument("--job-id", required=True, metavar="ID", type=job_id, help="the job's identifier")
     p.add_argument("--output-dir", required=True, metavar="DIR", type=Path, help="where the output files go")
     p.add_argument("--validate", action="store_true", help="validate the job and write description.yaml only")
     p.add_argument("--device", required=True, metavar="PATH", help="the device configuration (dictionary)")

@@ -175,6 +175,11 @@ def test_console_script_is_named_lava_run():
     assert scripts["lava-run"] == "tasks.lava_run:console"
 
 
+def test_a_job_id_that_is_not_a_plain_word_is_refused(tmp_path):
+    run = lava_run(tmp_path, "--job-id", "../x", "--output-dir", str(tmp_path / "out"), "--device", "d", "j")
+    assert run.returncode == 2 and "--job-id" in run.stderr and not (tmp_path / "out").exists()
+
+
 def test_validate_takes_tuxlavas_device_dictionary(tmp_path):
     (tmp_path / "device.yaml").write_text(TUXLAVA_DEVICE)
     (tmp_path / "job.yaml").write_text(lava_job("/nonexistent"))
