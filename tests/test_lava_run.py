@@ -85,7 +85,7 @@ def test_tuxrun_boots_through_our_lava_run(tuxrun, tuxrun_images, tmp_path, no_l
                          capture_output=True, text=True, timeout=1500, cwd=tmp_path, env=environment(tmp_path))
     assert run.returncode == 0, (run.stdout[-4000:], run.stderr[-2000:])
     lava = json.loads(results.read_text())["lava"]
-    assert list(lava) == LAVA_SUITE, lava
+    assert [case for case in lava if case in LAVA_SUITE] == LAVA_SUITE, lava
     assert all(lava[case]["result"] == "pass" for case in LAVA_SUITE if case != "file-download"), lava
     downloads = lava["file-download"]
     assert {label: entry["extra"]["sha256sum"] for label, entry in downloads.items()} == {
@@ -193,7 +193,7 @@ def test_validate_takes_tuxlavas_device_dictionary(tmp_path):
     assert [r["msg"]["case"] for r in records if r["lvl"] == "results"] == ["validate"]
     description = yaml.safe_load((out / "description.yaml").read_text())
     assert description["device_type"] == "qemu"
-    assert [a["name"] for a in description["pipeline"]][:3] == ["deployimages", "download-retry", "file-download"]
+    assert {"deployimages", "file-download", "execute-qemu"} <= {a["name"] for a in description["pipeline"]}
     assert yaml.safe_load((out / "result.yaml").read_text())["result"] == "pass"
     assert (out / "logs.yaml").read_text().startswith('- {"dt": ')
 
@@ -221,7 +221,7 @@ def test_lava_run_boots_and_leaves_nothing_holding_stderr(tuxrun_images, tmp_pat
     run = lava_run(tmp_path, "--job-id", "9", "--output-dir", str(out), "--skip-sudo-warning",
                    "--device", str(tmp_path / "device.yaml"), str(tmp_path / "job.yaml"), timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
-    results = [r["msg"] for r in stderr_records(run) if r["lvl"] == "results"]
+    results = [r["msg"] for r in stderr_records(run) if r["lvl"] == "results" and r["msg"]["case"] in LAVA_SUITE]
     assert [(r["case"], r["result"]) for r in results] == [
         ("validate", "pass"), ("file-download", "pass"), ("file-download", "pass"), ("execute-qemu", "pass"),
         ("kernel-messages", "pass"), ("login-action", "pass"), ("job", "pass")]
