@@ -125,6 +125,7 @@ class JobContext:
     job_deadline: float | None = None
     protocol_hooks: list[Hook] = field(default_factory=list)
     after_hooks: list[Hook] = field(default_factory=list)
+    ended_hooks: list[Hook] = field(default_factory=list)  # each action once it has ended, passed or failed
     # Answers a Multinode API call seen on the console: (request, arguments) -> reply line.
     multinode_handler: Callable[[str, str], str] | None = None
     file_server: FileServer | None = None  # hands files to the board over HTTP (secondary media)
@@ -224,6 +225,8 @@ class JobContext:
     def record_duration(self, action: Step) -> None:
         self.durations.append({"level": action.level, "name": action.name,
                                "duration": round(action.duration or 0.0, 3), "result": action.result})
+        for hook in self.ended_hooks:
+            hook(action, self)
 
     def count_retry(self, name: str) -> None:
         self.retries[name] = self.retries.get(name, 0) + 1

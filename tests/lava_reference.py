@@ -49,20 +49,20 @@ def _find_templates(root: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
-def _download(work: Path) -> Path:
-    """The downloaded .deb in ``work``; pytest.skip when apt cannot give it."""
+def _download(work: Path, package: str = PACKAGE) -> Path:
+    """The downloaded .deb of ``package`` in ``work``; pytest.skip when apt cannot give it."""
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
-            pytest.skip(f"LAVA's templates come from Debian's {PACKAGE} package: {tool} is not installed")
-    result = _run(["apt-get", "download", PACKAGE], cwd=work)
+            pytest.skip(f"Debian's {package} package is needed: {tool} is not installed")
+    result = _run(["apt-get", "download", package], cwd=work)
     if result.returncode != 0 and os.geteuid() == 0:
         # A fresh machine may have no package lists yet: update them once, then try again.
         _run(["apt-get", "update", "-qq"])
-        result = _run(["apt-get", "download", PACKAGE], cwd=work)
-    debs = sorted(work.glob(f"{PACKAGE}_*.deb"))
+        result = _run(["apt-get", "download", package], cwd=work)
+    debs = sorted(work.glob(f"{package}_*.deb"))
     if result.returncode != 0 or not debs:
         reason = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no .deb written"]
-        pytest.skip(f"cannot download Debian's {PACKAGE} package for LAVA's templates: {reason[0]}")
+        pytest.skip(f"cannot download Debian's {package} package: {reason[0]}")
     return debs[-1]
 
 
