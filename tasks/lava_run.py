@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.builtin import load_builtin
+from pipeline.builder import unknown_timeout_names
 from pipeline.device import Device, parse_device
 from pipeline.device_dict import is_device_dictionary
 from pipeline.download import file_roots_from_env
@@ -60,35 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def without_unknown_timeouts(data: dict[str, Any], names: set[str]) -> tuple[dict[str, Any], list[str]]:
-    """The job with named timeouts of actions the engine lacks taken out, and a warning for each."""
-    warnings: list[str] = []
-
-    def prune(table: Any, place: str) -> None:
-        if not isinstance(table, dict):
-            return
-        for name in [n for n in table if isinstance(n, str) and n not in names]:
-            del table[name]
-            warnings.append(f"{place}.{name}: no action of this dispatcher is named {name!r}: timeout ignored")
-
-    timeouts = data.get("timeouts")
-    if isinstance(timeouts, dict):
-        prune(timeouts.get("actions"), "timeouts.actions")
-        prune(timeouts.get("connections"), "timeouts.connections")
-    for index, item in enumerate(data.get("actions") or []):
-        for kind, block in (item.items() if isinstance(item, dict) else []):
-            if isinstance(block, dict):
-                prune(block.get("timeouts"), f"actions[{index}].{kind}.timeouts")
-    return data, warnings
-
-
 def lava_device_data(data: dict[str, Any], job: Job) -> dict[str, Any]:
-    """A rendered LAVA device dictionary in the engine's terms (a no-op on one already in them)."""
-    if not data.get("device_type") and job.header.device_type:
-        data["device_type"] = job.header.device_type
-    methods = ((data.get("actions") or {}).get("deploy") or {}).get("methods")
-    if isinstance(methods, dict) and "image" in methods and "tmpfs" not in methods:
-        methods["tmpfs"] = {}  # LAVA's qemu deploy to tmpfs is its "image" method
+    """A rendered LAVA device dictionary in the engine's terms (a no-op on one already in them).
+
+    The engine itself takes a device without device_type as the job's and LAVA's ``image`` deploy
+    method for tmpfs deploys (pipeline.device, the tmpfs strategy).
+    """
     boot = ((data.get("actions") or {}).get("boot") or {}).get("methods") or {}
     for name in ("qemu", "qemu-nfs"):
         params = (boot.get(name) or {}).get("parameters") if isinstance(boot.get(name), dict) else None
@@ -99,14 +76,9 @@ def lava_device_data(data: dict[str, Any], job: Job) -> dict[str, Any]:
 
 
 def load_job(path: str) -> tuple[Job, list[str]]:
-    text = read_file(path, "job")
-    data = load_yaml(text, "job")
-    warnings: list[str] = []
-    if isinstance(data, dict):
-        data, warnings = without_unknown_timeouts(data, load_builtin().action_names)
-        if warnings:
-            text = dump_yaml(data)
-    return parse_job(text), warnings
+    """The job, and a warning for each named timeout the engine ignores (it names no action here)."""
+    job = parse_job(read_file(path, "job"))
+    return job, unknown_timeout_names(job)
 
 
 def load_device(args: argparse.Namespace, job: Job) -> Device:
@@ -120,7 +92,7 @@ def load_device(args: argparse.Namespace, job: Job) -> Device:
         if isinstance(data, dict):
             text = dump_yaml(lava_device_data(data, job))
     return parse_device(text, Path(args.device).name, job_context=job.header.context, dispatcher=dispatcher,
-                        device_types=args.device_types)
+                        device_types=args.device_types, job_device_type=job.header.device_type)
 
 
 def run(args: argparse.Namespace, sink: LavaLogSink) -> bool:
@@ -132,9 +104,9 @@ def run(args: argparse.Namespace, sink: LavaLogSink) -> bool:
     try:
         job, warnings = load_job(args.definition)
         device = load_device(args, job)
-        for warning in warnings:
-            logger.warning(warning)
         if args.validate:
+            for warning in warnings:  # (a run logs them as it starts)
+                logger.warning(warning)
             description = {"job": job.name, "device_type": device.device_type,
                            "pipeline": describe_pipeline(job, device)}
             (args.output_dir / "description.yaml").write_text(dump_yaml(description))
