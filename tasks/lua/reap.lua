@@ -1,12 +1,14 @@
 -- Jobs whose lease expired: a job that never started goes back to the queue (and onto another idle board
 -- if one serves it); any other ends Incomplete (Canceled if it was canceling), naming the lost worker.
 -- Nothing is reaped within a lease of the lab coming back (workers had no chance to renew their leases).
--- KEYS: lab resumed, leases, jobs, pending, ended
+-- KEYS: lab resumed, leases, jobs, pending, ended, live
 -- A: none
--- Discovers: the jobs whose lease expired, their boards, what placing a requeued job considers.
+-- Discovers: the jobs whose lease expired, their boards, what placing a requeued job considers; boards
+--   whose heartbeat expired, which leave the idle index.
 -- Returns {{{job, state, board, host, pid file, boot id}, ...}, {{job, board, attempt}, ...}}.
-take_lab('resumed', 'leases', 'jobs', 'pending', 'ended')
+take_lab('resumed', 'leases', 'jobs', 'pending', 'ended', 'live')
 keys_taken()
+expire_idle(50)
 local resumed = tonumber(redis.call('GET', L.resumed) or '0')
 if NOW - resumed < LEASE then return {{}, {}} end
 local lost, placed = {}, {}
