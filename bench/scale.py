@@ -12,8 +12,8 @@ lost (``lose``: its worker is gone, it registers again). Jobs arrive at
 as fast as they can, in the order of their simulated time.
 
 Each scale: register the boards; submit until every board is busy and
-``--queued`` jobs wait (per board type and tag set as the jobs ask; 2% ask for
-a tag no board has and never run); then run ``--run-jobs`` job ends. Printed:
+``--queued`` jobs wait (per board type and tag set as the jobs ask;
+``--unplaceable``, 2%, ask for a tag no board has and never run); then run ``--run-jobs`` job ends. Printed:
 submit latency (the submit script: record, place or queue), placement latency
 (a board's ``finish`` that hands it its next job: board freeing to next job),
 Lua time per script (SLOWLOG), Redis memory per board, per queued job and per
@@ -43,7 +43,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BOARD_TAGS = [[]] * 12 + [["usb"]] * 5 + [["usb", "hdmi"]] * 2 + [["fast"]]  # per 20 boards of a type
-JOB_TAGS = [[]] * 70 + [["usb"]] * 18 + [["usb", "hdmi"]] * 6 + [["fast"]] * 4 + [["no-such-tag"]] * 2
+JOB_TAGS = [[]] * 72 + [["usb"]] * 18 + [["usb", "hdmi"]] * 6 + [["fast"]] * 4
+NO_BOARD_TAGS = ["no-such-tag"]  # what --unplaceable jobs ask for: they wait for ever
 PRIORITIES = [25] * 10 + [50] * 80 + [75] * 10
 
 
@@ -84,7 +85,7 @@ class Sim:
         self.r = server.client()
         self.r.flushall()
         self.r.config_set("slowlog-log-slower-than", 0)
-        self.r.config_set("slowlog-max-len", 10000)
+        self.r.config_set("slowlog-max-len", 100000)
         self.lab = LabState(self.r)
         self.args = args
         self.rng = random.Random(args.seed)
@@ -115,7 +116,7 @@ class Sim:
         return int(self.r.info("memory")["used_memory"])
 
     def drain_slowlog(self) -> None:
-        for entry in self.r.slowlog_get(10000):
+        for entry in self.r.slowlog_get(100000):
             command = entry.get("command") or b""
             text = command.decode(errors="replace") if isinstance(command, bytes) else str(command)
             parts = text.split(" ", 2)
@@ -126,7 +127,7 @@ class Sim:
 
     def counted(self) -> None:
         self.calls += 1
-        if self.calls % 2000 == 0:
+        if self.calls % 500 == 0:
             self.drain_slowlog()
 
     # -- the simulated boards
@@ -155,7 +156,7 @@ class Sim:
 
     def submit(self) -> str:
         device_type = self.rng.choice(self.types)
-        tags = self.rng.choice(JOB_TAGS)
+        tags = NO_BOARD_TAGS if self.rng.random() < self.args.unplaceable else self.rng.choice(JOB_TAGS)
         prio = self.rng.choice(PRIORITIES)
         t0 = time.perf_counter()
         job_id = self.lab.new_id()
@@ -234,7 +235,8 @@ class Sim:
             self.register(board, device_type, self.board_tags[board])
         self.beat_order = sorted(self.board_type)
         self.fig.per_board = (self.memory() - mem0) / self.n_boards
-        while len(self.running) < self.n_boards * 0.9:  # fill the boards (some wait for tags nobody asks)
+        # fill the boards (a few may wait for tags nobody asks for), then queue
+        while len(self.running) < self.n_boards * 0.9 and self.queued() < self.n_queued // 2:
             self.submit()
             self.heartbeats()
         mem1, queued = self.memory(), self.queued()
@@ -293,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--job-sigma", type=float, default=1.0, help="log-normal sigma of the job length")
     ap.add_argument("--failure-rate", type=float, default=0.05)
     ap.add_argument("--lose-rate", type=float, default=0.01, help="fraction of jobs whose board's worker is lost")
+    ap.add_argument("--unplaceable", type=float, default=0.02, help="fraction of jobs asking for a tag no board has")
     ap.add_argument("--log-lines", type=int, default=20)
     ap.add_argument("--scales", default="100,1000", help="smaller lab sizes for the growth table")
     ap.add_argument("--seed", type=int, default=14)
