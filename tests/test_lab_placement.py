@@ -11,9 +11,9 @@ import re
 import subprocess
 import sys
 
+from lab_helpers import ROOT
 from test_lab_scheduler import LOCAL, finish, lab, redis_server, register, submit  # noqa: F401 - fixtures
 
-from lab_helpers import ROOT
 from tasks.keys import LAB, board_key, bucket_keys, group_request, job_key, type_keys
 
 TYPE = "local-shell"
