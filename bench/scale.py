@@ -70,6 +70,8 @@ class Figures:
     lost: int = 0
     wall: float = 0.0
     answers: dict[str, int] = field(default_factory=dict)  # submit answers: scheduled / queued
+    # Redis commands one script call made the server run (its own calls included): work, not time
+    work: dict[str, list[int]] = field(default_factory=dict)
 
     def lua_max_ms(self) -> float:
         return max((max(v) for v in self.lua.values() if v), default=0) / 1000
@@ -97,6 +99,7 @@ class Sim:
         self.device = load_device(self.device_path)
         self.sha_names = {script.sha: name for name, script in self.lab._scripts.items()}
         self.calls = 0
+        self.probing = False
         self.board_type: dict[str, str] = {}
         self.board_tags: dict[str, list[str]] = {}
         self.running: dict[str, tuple[str, int]] = {}  # board -> (job, attempt)
@@ -124,6 +127,18 @@ class Sim:
                 name = self.sha_names.get(parts[1], "?")
                 self.fig.lua.setdefault(name, []).append(int(entry["duration"]))
         self.r.slowlog_reset()
+
+    def work(self, name: str, call: Any) -> Any:
+        """``call()``; while probing, also how many Redis commands it ran (INFO commandstats)."""
+        if not self.probing:
+            return call()
+        self.r.config_resetstat()
+        answer = call()
+        stats = self.r.info("commandstats")
+        n = sum(v["calls"] - v.get("rejected_calls", 0) - v.get("failed_calls", 0) for k, v in stats.items()
+                if k.split("|")[0] not in ("cmdstat_info", "cmdstat_config", "cmdstat_script"))
+        self.fig.work.setdefault(name, []).append(n)
+        return answer
 
     def counted(self) -> None:
         self.calls += 1
@@ -164,7 +179,8 @@ class Sim:
         fields = {"id": job_id, "name": "scale", "device_type": device_type, "tags": json.dumps(tags),
                   "definition": self.job_text[device_type], "submitter": "scale", "timeout": 120,
                   "client_ref": "", "visibility": "", "pipelines": json.dumps({"x": ["minimal-boot", "lava-test"]})}
-        kind, rows = self.lab.call("submit", job_id, json.dumps(fields), json.dumps(needs), prio, 1, device_type)
+        kind, rows = self.work("submit", lambda: self.lab.call("submit", job_id, json.dumps(fields), json.dumps(needs),
+                                                               prio, 1, device_type))
         self.fig.submit.append(time.perf_counter() - t0)
         self.fig.answers[kind] = self.fig.answers.get(kind, 0) + 1
         self.counted()
@@ -192,11 +208,11 @@ class Sim:
         pipe.execute()
         state = "Incomplete" if self.rng.random() < self.args.failure_rate else "Complete"
         t0 = time.perf_counter()
-        _, placed = lab.finish(job, board, attempt, state, "Test" if state == "Incomplete" else None,
-                               "simulated failure" if state == "Incomplete" else None,
-                               [{"name": "lava-test", "duration": 1.0}],
-                               [{"name": "quick", "result": "pass" if state == "Complete" else "fail"}],
-                               {"step": "finalize", "worker": f"{board}@sim"})
+        _, placed = self.work("finish", lambda: lab.finish(
+            job, board, attempt, state, "Test" if state == "Incomplete" else None,
+            "simulated failure" if state == "Incomplete" else None, [{"name": "lava-test", "duration": 1.0}],
+            [{"name": "quick", "result": "pass" if state == "Complete" else "fail"}],
+            {"step": "finalize", "worker": f"{board}@sim"}))
         if any(a.board == board for a in placed):
             self.fig.placement.append(time.perf_counter() - t0)
         self.calls += 2
@@ -259,17 +275,32 @@ class Sim:
                 self.submit()
                 next_arrival += self.rng.expovariate(1 / arrival)
             self.sim_now = when
+            probe = self.fig.finished + self.fig.lost >= self.run_jobs - min(self.args.probe, self.run_jobs // 4)
+            if probe and not self.probing:  # memory first: counting commands resets Redis' statistics
+                self.fig.per_finished = self.finished_bytes(mem2, queued2)
+            self.probing = probe
             self.end_job(board)
             self.heartbeats()
-        done = self.fig.finished + self.fig.lost
-        self.fig.per_finished = (self.memory() - mem2 - (self.queued() - queued2) * self.fig.per_queued) / max(1, done)
+        if not self.probing:
+            self.fig.per_finished = self.finished_bytes(mem2, queued2)
         self.fig.wall = time.perf_counter() - started
         return self.fig
+
+    def finished_bytes(self, mem_before: int, queued_before: int) -> float:
+        """Memory per job ended since ``mem_before`` (the change of the queue taken out)."""
+        done = self.fig.finished + self.fig.lost
+        grown = self.memory() - mem_before - (self.queued() - queued_before) * self.fig.per_queued
+        return grown / max(1, done)
 
     def queued(self) -> int:
         from tasks.keys import LAB
 
         return int(self.r.zcard(LAB.pending))
+
+
+def work(fig: Figures, name: str) -> str:
+    counts = fig.work.get(name) or [0]
+    return f"{pct(counts, 50):.0f}, {max(counts)}"
 
 
 def report(fig: Figures) -> None:
@@ -283,6 +314,9 @@ def report(fig: Figures) -> None:
     for name in sorted(fig.lua):
         v = fig.lua[name]
         print(f"    {name:12} {len(v):7d} {pct(v, 50):7.0f} {pct(v, 99):7.0f} {pct(v, 99.9):7.0f} {max(v):7d}")
+    for name, counts in sorted(fig.work.items()):
+        print(f"  Redis commands per {name} call (last {len(counts)} calls): median {pct(counts, 50):.0f}, "
+              f"max {max(counts)}")
     print(f"  Redis memory: {fig.per_board:.0f} B per board, {fig.per_queued:.0f} B per queued job, "
           f"{fig.per_finished:.0f} B per finished job (until archived)")
 
@@ -302,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-lines", type=int, default=20)
     ap.add_argument("--scales", default="100,1000", help="smaller lab sizes for the growth table")
     ap.add_argument("--lease", type=float, default=300.0, help="lease and board heartbeat TTL (s)")
+    ap.add_argument("--probe", type=int, default=200, help="last job ends (and submits) whose commands are counted")
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--tasks-from", type=Path, default=None, help="the checkout whose scheduler to run")
     ap.add_argument("--no-nice", action="store_true", help="leave Redis and this process at normal priority")
@@ -339,12 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         server.kill()
         remove_tree(base)
     print("\n| boards | queued | submit p50 / p99 ms | placement p50 / p99 ms | Lua max ms | B/board | B/queued job "
-          "| B/finished job |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| B/finished job | commands per submit / finish (median, max) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for f in table:
         print(f"| {f.boards} | {f.queued} | {pct(f.submit, 50) * 1000:.2f} / {pct(f.submit, 99) * 1000:.2f} "
               f"| {pct(f.placement, 50) * 1000:.2f} / {pct(f.placement, 99) * 1000:.2f} | {f.lua_max_ms():.2f} "
-              f"| {f.per_board:.0f} | {f.per_queued:.0f} | {f.per_finished:.0f} |")
+              f"| {f.per_board:.0f} | {f.per_queued:.0f} | {f.per_finished:.0f} | {work(f, 'submit')} / "
+              f"{work(f, 'finish')} |")
     f = table[-1]
     print(f"scale: boards={f.boards} queued={f.queued} submit_p99_ms={pct(f.submit, 99) * 1000:.2f} "
           f"placement_p99_ms={pct(f.placement, 99) * 1000:.2f} lua_max_ms={f.lua_max_ms():.2f} "
