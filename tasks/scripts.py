@@ -106,7 +106,13 @@ SCRIPTS: dict[str, Script] = {
     "cancel": Script(lambda a: KeyList().lab("jobs", "pending", "leases", "ended").job(a[0]).group(a[1])),
     "heartbeat": Script(lambda a: KeyList().lab("tick", "resumed", "pending", "leases", "live").board(a[0]).job(a[2])
                         .type(a[3]), once=False),
-    library: tuple[str, ...] = ("index", "gate", "place", "end", "health")
+    "reap": Script(lambda a: KeyList().lab("resumed", "leases", "jobs", "pending", "ended", "queue_until", "live")),
+    "register": Script(lambda a: KeyList().lab("boards", "live").board(a[0]).type(a[1]), library=("index",)),
+    "release": Script(lambda a: KeyList().lab("pending", "leases").board(a[0]).type(a[1])),
+    "stop": Script(lambda a: KeyList().lab("pending", "leases").board(a[0]).type(a[2])),
+    "forget": Script(lambda a: KeyList().lab("boards", "live").board(a[0]).type(a[1]), library=("index",)),
+    "set_health": Script(lambda a: KeyList().lab("pending", "leases", "health_changes").board(a[0])),
+    "set_host_health": Script(lambda a: KeyList().lab("pending", "leases", "hosts")),
 }
 
 
