@@ -11,6 +11,7 @@ another. The layout (docs/lab.md, "Redis keys"):
 ``lava:{lab}:pending``              zset    queued requests, by (100 - priority, submit ms)
 ``lava:{lab}:leases``               zset    active job -> lease expiry (ms, Redis clock)
 ``lava:{lab}:boards``               set     every registered board
+``lava:{lab}:live``                 zset    every board -> its last heartbeat (ms): the dead leave the idle index
 ``lava:{lab}:tick``, ``:resumed``   string  last heartbeat of any worker; when the lab came back
 ``lava:{lab}:done:<token>``         string  a script's answer, so a retried call is not run twice
 ``lava:{lab}:ended``                list    jobs that reached their final state (the server's archiver)
@@ -26,6 +27,11 @@ another. The layout (docs/lab.md, "Redis keys"):
 ``lava:{type:<type>}:boards``       set     the boards of one device type
 ``lava:{type:<type>}:idle``         zset    its idle boards -> idle since (ms)
 ``lava:{type:<type>}:pending``      zset    the requests queued for it (as ``pending``)
+``lava:{type:<type>}:tagsets``      hash    its boards' distinct tag sets: tag-set id -> tags (JSON)
+``lava:{type:<type>}:tagcount``     hash    tag-set id -> how many registered boards have it
+``lava:{type:<type>}:idle:<ts>``    zset    its idle boards with tag set ``<ts>`` -> idle since (ms)
+``lava:{type:<type>}:queue:<ts>``   zset    queued single jobs a board with tag set ``<ts>`` serves (as ``pending``)
+``lava:{type:<type>}:groups``       zset    queued group requests with a member of the type (as ``pending``)
 ``lava:{board:<name>}:record``      hash    device type, device, worker node/host/pid, heartbeat, job
 ``lava:{board:<name>}:tags``        set     the board's tags
 ``lava:{board:<name>}:health``      list    the board's newest health changes (JSON, newest first, capped)
@@ -33,6 +39,9 @@ another. The layout (docs/lab.md, "Redis keys"):
 ==================================  ======  ===========================================
 
 A queued *request* is a job id, or ``group:<id>`` for a multinode group.
+A *tag set* id ``<ts>`` is the first 12 hex digits of the SHA-1 of the board's
+sorted tags joined by newlines (``tagset_id``); the tags come from the device
+configuration, never from a job.
 Celery's queues are Redis lists too: ``lava.submit`` and ``board.<name>``.
 
 Job and group ids are the lab's own (``tasks.ids``): the helpers here refuse
@@ -44,7 +53,8 @@ rendered as Lua (``lua_keys``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -124,6 +134,7 @@ class LabKeys:
     pending: str
     leases: str
     boards: str
+    live: str  # board -> last heartbeat: the heartbeat path drops the dead from the idle index
     tick: str
     resumed: str
     ended: str  # jobs that reached their final state, for the lab server's archiver
@@ -176,6 +187,29 @@ class TypeKeys:
         return list(astuple(self))
 
 
+@dataclass(frozen=True)
+class TypeIndexKeys:
+    """The idle index of a device type (docs/lab.md, "Placement"): its tag sets and queued groups."""
+
+    tagsets: str
+    tagcount: str
+    groups: str
+
+    def all(self) -> list[str]:
+        return list(astuple(self))
+
+
+@dataclass(frozen=True)
+class BucketKeys:
+    """One tag set of a device type: its idle boards, and the queued single jobs they serve."""
+
+    idle: str
+    queue: str
+
+    def all(self) -> list[str]:
+        return list(astuple(self))
+
+
 def _job_keys(ident: str) -> JobKeys:
     return JobKeys(*(_key("job", ident, f.name) for f in fields(JobKeys)))
 
@@ -190,6 +224,14 @@ def _board_keys(name: str) -> BoardKeys:
 
 def _type_keys(name: str) -> TypeKeys:
     return TypeKeys(*(_key("type", name, f.name) for f in fields(TypeKeys)))
+
+
+def _type_index_keys(name: str) -> TypeIndexKeys:
+    return TypeIndexKeys(*(_key("type", name, f.name) for f in fields(TypeIndexKeys)))
+
+
+def _bucket_keys(name: str, tagset: str) -> BucketKeys:
+    return BucketKeys(*(_key("type", name, f"{f.name}:{tagset}") for f in fields(BucketKeys)))
 
 
 def _control(name: str) -> str:
@@ -259,6 +301,20 @@ def type_keys(device_type: str) -> TypeKeys:
     return _type_keys(device_type)
 
 
+def type_index_keys(device_type: str) -> TypeIndexKeys:
+    return _type_index_keys(device_type)
+
+
+def tagset_id(tags: Iterable[str]) -> str:
+    """The id of a board's tag set (order and repeats do not matter); place.lua computes the same."""
+    return hashlib.sha1("\n".join(sorted(set(tags))).encode()).hexdigest()[:12]
+
+
+def bucket_keys(device_type: str, tags: Iterable[str]) -> BucketKeys:
+    """The idle boards of a device type with exactly these tags, and the queued jobs they serve."""
+    return _bucket_keys(device_type, tagset_id(tags))
+
+
 def done_key(token: str) -> str:
     return f"{PREFIX}:{{lab}}:done:{token}"
 
@@ -291,6 +347,16 @@ def _lua_reader(name: str, cls: type[Any]) -> str:
     return f"function K.{name}_at(i) return {{{', '.join(parts)}}}, i + {len(parts)} end"
 
 
+def _lua_bucket_builder() -> str:
+    """``function K.bucket(t, s)``: the keys of tag set ``s`` of device type ``t``."""
+    parts = []
+    for f in fields(BucketKeys):
+        head, rest = _lua_template(getattr(_bucket_keys("\0", "\1"), f.name))
+        middle, tail = _lua_template(rest, "\1")
+        parts.append(f"{f.name} = {lua_string(head)} .. t .. {lua_string(middle)} .. s .. {lua_string(tail)}")
+    return f"function K.bucket(t, s) return {{{', '.join(parts)}}} end"
+
+
 def lua_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -310,6 +376,7 @@ def lua_keys() -> str:
              _lua_builder("group", _group_keys, GroupKeys), _lua_reader("group", GroupKeys),
              _lua_builder("board", _board_keys, BoardKeys), _lua_reader("board", BoardKeys),
              _lua_builder("type", _type_keys, TypeKeys), _lua_reader("type", TypeKeys),
+             _lua_builder("tindex", _type_index_keys, TypeIndexKeys), _lua_bucket_builder(),
              f"function K.control(x) return {lua_string(head)} .. x .. {lua_string(tail)} end"]
     return "\n".join(lines) + "\n"
 
@@ -317,5 +384,6 @@ def lua_keys() -> str:
 __all__ = ["PREFIX", "SUBMIT_QUEUE", "GROUP_REQUEST", "JobState", "GroupState", "ACTIVE_STATES", "FINAL_STATES",
            "LabKeys", "LAB", "ID_COUNTER", "JobKeys", "GroupKeys", "BoardKeys", "TypeKeys", "job_keys", "job_key",
            "log_key", "steps_key", "results_key", "group_keys", "group_key", "group_request", "group_of",
-           "board_keys", "board_key", "control_channel", "type_keys", "done_key", "board_queue", "lua_keys",
+           "board_keys", "board_key", "control_channel", "type_keys", "TypeIndexKeys", "BucketKeys",
+           "type_index_keys", "tagset_id", "bucket_keys", "done_key", "board_queue", "lua_keys",
            "lua_string", "STREAM_MAXLEN", "HEALTH_HISTORY", "Health", "WorkerHealth", "DeviceState"]

@@ -2,7 +2,7 @@
 
 A script is the generated constants (the job states, the error types, the
 key templates: nothing a script needs is a string repeated by hand), then
-``prelude.lua``, the shared functions it uses (``place.lua``: placement and
+``prelude.lua``, the shared functions it uses (``index.lua``: the idle index; ``place.lua``: placement and
 queues; ``end.lua``: ending a job), then the script's own file as its
 ``main``. A script whose answer must survive a lost
 reply is *once*: its last key is ``lava:{lab}:done:<token>``; a call retried
@@ -93,7 +93,7 @@ class Script:
     keys: Callable[[Sequence[Any]], KeyList]  # the KEYS of a call, from its arguments (A in the script)
     once: bool = True
     # The shared files it uses after prelude.lua (each costs the script its definitions on every call).
-    library: tuple[str, ...] = ("gate", "place", "end", "health")
+    library: tuple[str, ...] = ("index", "gate", "place", "end", "health")
 
 
 SCRIPTS: dict[str, Script] = {
@@ -104,13 +104,13 @@ SCRIPTS: dict[str, Script] = {
     "lose": Script(lambda a: KeyList().lab("jobs", "leases", "ended").job(a[0]).board(a[1]).type(a[5])),
     "redispatch": Script(lambda a: KeyList().lab("leases").job(a[0]), library=()),
     "cancel": Script(lambda a: KeyList().lab("jobs", "pending", "leases", "ended").job(a[0]).group(a[1])),
-    "heartbeat": Script(lambda a: KeyList().lab("tick", "resumed", "pending", "leases").board(a[0]).job(a[2])
+    "heartbeat": Script(lambda a: KeyList().lab("tick", "resumed", "pending", "leases", "live").board(a[0]).job(a[2])
                         .type(a[3]), once=False),
-    "reap": Script(lambda a: KeyList().lab("resumed", "leases", "jobs", "pending", "ended", "queue_until")),
-    "register": Script(lambda a: KeyList().lab("boards").board(a[0]).type(a[1]), library=()),
+    "reap": Script(lambda a: KeyList().lab("resumed", "leases", "jobs", "pending", "ended", "queue_until", "live")),
+    "register": Script(lambda a: KeyList().lab("boards", "live").board(a[0]).type(a[1]), library=("index",)),
     "release": Script(lambda a: KeyList().lab("pending", "leases").board(a[0]).type(a[1])),
     "stop": Script(lambda a: KeyList().lab("pending", "leases").board(a[0]).type(a[2])),
-    "forget": Script(lambda a: KeyList().lab("boards").board(a[0]).type(a[1]), library=()),
+    "forget": Script(lambda a: KeyList().lab("boards", "live").board(a[0]).type(a[1]), library=("index",)),
     "set_health": Script(lambda a: KeyList().lab("pending", "leases", "health_changes").board(a[0])),
     "set_host_health": Script(lambda a: KeyList().lab("pending", "leases", "hosts")),
 }

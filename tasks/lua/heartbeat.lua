@@ -1,12 +1,13 @@
 -- A board worker's heartbeat (every few seconds): the board's liveness, its job's lease; a free board
 -- that finds queued work takes it. Not idempotent by token: a lost answer is simply the next beat's.
--- KEYS: lab tick, resumed, pending, leases; board A[1]; the job A[3] the worker runs (when it runs one);
+-- KEYS: lab tick, resumed, pending, leases, live; board A[1]; the job A[3] the worker runs (when it runs one);
 --       the board's device type A[4] (when given)
 -- A: board, node, job the worker runs ('' if none), the board's device type ('' if unknown)
--- Discovers: the job reserved on the board (the worker does not know it yet), and what release() does.
+-- Discovers: the job reserved on the board (the worker does not know it yet), and what release() does;
+--   a few boards whose heartbeat expired, which leave the idle index (expire_idle).
 -- Returns {'job', {state}}, {'gone', {state}}, {'reserved', {job, state, laststep, age ms, attempt}},
 --   {'idle', {{job, board, attempt}, ...}}, {'unregistered'|'replaced'|'stopped', {...}}.
-take_lab('tick', 'resumed', 'pending', 'leases')
+take_lab('tick', 'resumed', 'pending', 'leases', 'live')
 local b = A[1]
 take_board(b)
 if A[3] ~= '' then take_job(A[3]) end
@@ -21,6 +22,8 @@ if not node then return {'unregistered', {}} end
 if node ~= A[2] then return {'replaced', {node}} end
 if redis.call('HGET', record, 'stopped') == '1' then return {'stopped', {}} end
 redis.call('HSET', record, 'heartbeat', fmt(NOW))
+redis.call('ZADD', L.live, fmt(NOW), b)
+expire_idle(4)
 if A[3] ~= '' then
   local st = redis.call('HMGET', job(A[3]).record, 'state', 'board')
   if st[2] == b and ACTIVE[st[1]] then

@@ -2,13 +2,15 @@
 -- if one serves it); any other ends Incomplete (Canceled if it was canceling), naming the lost worker.
 -- Nothing is reaped within a lease of the lab coming back (workers had no chance to renew their leases).
 -- Queued jobs past their queue timeout (`timeouts.queue`) are canceled, saying why.
--- KEYS: lab resumed, leases, jobs, pending, ended, queue_until
+-- KEYS: lab resumed, leases, jobs, pending, ended, queue_until, live
 -- A: none
 -- Discovers: the jobs whose lease expired, their boards, what placing a requeued job considers; the jobs
---   whose queue timeout passed, their device type's boards (record).
+--   whose queue timeout passed, their device type's boards (record); boards whose heartbeat expired,
+--   which leave the idle index.
 -- Returns {{{job, state, board, host, pid file, boot id}, ...}, {{job, board, attempt}, ...}, {canceled job, ...}}.
-take_lab('resumed', 'leases', 'jobs', 'pending', 'ended', 'queue_until')
+take_lab('resumed', 'leases', 'jobs', 'pending', 'ended', 'queue_until', 'live')
 keys_taken()
+expire_idle(50)
 
 -- Why no board of the type took the job.
 local function no_board_reason(t)
