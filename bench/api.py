@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import requests  # noqa: E402
-from archive import database, fill, log_line  # noqa: E402  (bench/archive.py)
+from archive import analyze, database, fill, log_line, stop_server  # noqa: E402  (bench/archive.py)
 from lab_helpers import RedisServer, free_port, wait_for  # noqa: E402
 
 from server import archive, auth, db  # noqa: E402
@@ -103,12 +102,7 @@ def main() -> int:
                                  "submit_time": "2026-01-01T00:00:00+00:00", "submitter": "bench"},
                                 [{"suite": "lava", "case": "job", "result": "pass"}],
                                 (log_line(n) for n in range(lines)), engine=engine)
-        if engine.dialect.name == "postgresql":  # what autovacuum does in a lab: statistics, visibility map
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                connection.exec_driver_sql("VACUUM ANALYZE")
-        else:
-            with engine.begin() as connection:
-                connection.exec_driver_sql("ANALYZE")
+        analyze(engine)
         auth.add_user("bench", engine=engine)
         token = auth.add_token("bench", engine=engine)
         r = redis.client()
@@ -175,10 +169,7 @@ def main() -> int:
                 rate4 = concurrent(make, 4, args.seconds)
                 print(f"{name:<58} {p50:7.2f} {p99:7.2f} {rate:7.0f} {rate4:9.0f}", flush=True)
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(60)
-            redis.kill()
-            db.dispose_engines()
+            stop_server(server, redis)
     return 0
 
 

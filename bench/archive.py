@@ -19,7 +19,9 @@ import argparse
 import os
 import random
 import secrets
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -59,6 +62,24 @@ def database(args: argparse.Namespace) -> Iterator[str]:
         db.dispose_engines()
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def analyze(engine: Engine) -> None:
+    """Table statistics as a lab's autovacuum keeps them (PostgreSQL also sets its visibility map)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("VACUUM ANALYZE")
+    else:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("ANALYZE")
+
+
+def stop_server(server: subprocess.Popen[bytes], redis: Any) -> None:
+    """Stop a bench's lab server, then its private Redis, and close the database engines."""
+    server.send_signal(signal.SIGTERM)
+    server.wait(60)
+    redis.kill()
+    db.dispose_engines()
 
 
 def job_row(n: int) -> dict[str, object]:
@@ -118,12 +139,7 @@ def main() -> int:
         print(f"archive_job with a {args.log_lines}-line log: {time.perf_counter() - started:.2f} s")
         archive.archive_job({"id": short_id, "device_type": "kvm", "state": "Finished", "submit_time": T0},
                             [], (log_line(n) for n in range(1000)), engine=engine)
-        if engine.dialect.name == "postgresql":  # what autovacuum does in a lab: statistics, visibility map
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                connection.exec_driver_sql("VACUUM ANALYZE")
-        else:
-            with engine.begin() as connection:
-                connection.exec_driver_sql("ANALYZE")
+        analyze(engine)
 
         total = args.jobs + 2
         rng = random.Random(1)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import requests  # noqa: E402
-from archive import TYPES, database, fill  # noqa: E402  (bench/archive.py)
+from archive import TYPES, analyze, database, fill, stop_server  # noqa: E402  (bench/archive.py)
 from lab_helpers import RedisServer, free_port, wait_for  # noqa: E402
 
 from server import db  # noqa: E402
@@ -98,8 +97,7 @@ def main() -> int:
         with db.session(engine, write=True) as s:
             s.execute(update(Job).values(state="Finished"))
             s.execute(update(Job).where(Job.number % 7 == 0).values(health_check=True))
-        with engine.begin() as connection:
-            connection.exec_driver_sql("ANALYZE")
+        analyze(engine)
         lab_state(redis.client(), args.jobs, args.queued)
         port = free_port()
         env = {**os.environ, "LAVA_DISPATCH_REDIS_URL": redis.url, "LAVA_DISPATCH_DATABASE_URL": url,
@@ -125,10 +123,7 @@ def main() -> int:
                 p50, p95, size = percentiles(http + path, args.samples)
                 print(f"{name:<40} {p50:8.1f} {p95:8.1f} {size / 1024:6.1f}", flush=True)
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(60)
-            redis.kill()
-            db.dispose_engines()
+            stop_server(server, redis)
     return 0
 
 

@@ -6,9 +6,12 @@ its cgroup or token finds (pipeline.jobscope) are ended with ``terminate``.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def wait_until(done: Callable[[], bool], seconds: float, reap: Callable[[], None] | None = None) -> bool:
@@ -41,3 +44,15 @@ def terminate(send: Callable[[int], None], alive: Callable[[], bool], grace: flo
         if wait_until(lambda: not alive(), seconds, reap):
             return True
     return False
+
+
+def stop_process_group(process: subprocess.Popen[Any], grace: float) -> bool:
+    """SIGTERM to ``process`` (a session leader: it ends its own children), up to ``grace`` s, then
+    SIGKILL to its whole process group; True once it ended."""
+    def send(sig: int) -> None:
+        if sig == signal.SIGTERM:
+            process.send_signal(sig)
+        else:
+            os.killpg(process.pid, sig)
+
+    return terminate(send, lambda: process.poll() is None, grace, kill_wait=10.0)

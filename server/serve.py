@@ -30,6 +30,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.termination import stop_process_group
+
 log = logging.getLogger("lava-dispatch.server")
 ROOT = Path(__file__).resolve().parent.parent
 PR_SET_PDEATHSIG = 1
@@ -108,13 +110,8 @@ class ArchiveWorker:
         process = self.process
         if process is None or process.poll() is not None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.error("the archive worker did not stop within %g s: killed", timeout)
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        if not stop_process_group(process, timeout):
+            log.error("the archive worker's processes did not end after SIGKILL")
 
 
 def _server_class() -> type:

@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.termination import stop_process_group
+
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_DEVICE = ROOT / "sample_jobs" / "devices" / "local01.yaml"
 KVM_DEVICE = ROOT / "sample_jobs" / "devices" / "kvm01.yaml"
@@ -206,12 +208,7 @@ class Lab:
         process = self.workers.pop(name, None)
         if process is None or process.poll() is not None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        stop_process_group(process, timeout)
 
     def stop_all(self) -> None:
         for name in list(self.workers):
