@@ -5,6 +5,7 @@
 ``/scheduler/job/N``           a job: its details, definition, live log (SSE), results
 ``/scheduler/job/N/log``       the job's log as Server-Sent Events (``server.logstream``)
 ``/scheduler/alldevices``      the boards: health, state, worker, current job, last health check
+``/scheduler/alldevices/rows`` the device table's rows alone (the page fetches them every 3 s)
 ``/scheduler/device/NAME``     a board, its health history, and (admins) the health-change form
 ``/scheduler/queue``           the queue per device type, and the types with no Good board
 ``/login``, ``/logout``        sign in with an API token (a cookie), sign out
@@ -40,7 +41,7 @@ PAGE = 50
 templates = Jinja2Templates(env=jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")),
                                                    autoescape=True, trim_blocks=True, lstrip_blocks=True))
 router = APIRouter(include_in_schema=False)
-STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+STATIC = {"dashboard.js": "text/javascript", "devices.js": "text/javascript", "dashboard.css": "text/css"}
 
 
 def _lab(request: Request) -> LabService:
@@ -129,6 +130,14 @@ def devices(request: Request) -> HTMLResponse:
     lab = _lab(request)
     found = _devices(lab)
     return _page(request, "devices.html", who, devices=found, queues=labview.queues(lab.r, found))
+
+
+@router.get("/scheduler/alldevices/rows", response_class=HTMLResponse)
+def device_rows(request: Request) -> HTMLResponse:
+    """The device table's rows, rendered as on the page: the page replaces its rows with them (no reload)."""
+    answer = _page(request, "devices_rows.html", _who(request), devices=_devices(_lab(request)))
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
 
 
 @router.get("/scheduler/queue", response_class=HTMLResponse)

@@ -204,6 +204,8 @@ def set_worker_health(lab: Lab, host: str, health: str, *, who: str = "", reason
                       force: bool = False) -> tuple[str, list[str]]:
     """Maintenance or Retired: the host's boards finish their jobs (``force``: canceled) and take no more.
 
+    Back to Active: each Good board whose type has a health check runs it before any other job.
+
     Returns (the old health, the jobs canceled).
     """
     new = parse_health(health, WorkerHealth)
@@ -213,6 +215,9 @@ def set_worker_health(lab: Lab, host: str, health: str, *, who: str = "", reason
     _, old, canceled, placed = lab.call("set_host_health", host, new, who, reason or f"set to {new}", int(force),
                                         json.dumps(boards))
     lab.dispatch(Assignment.many(placed))
+    if new == WorkerHealth.ACTIVE:
+        for board in boards:  # back from Maintenance: the health checks the script made due go first
+            ensure_health_check(lab, board)
     return old, list(canceled)
 
 

@@ -60,6 +60,13 @@ def worker_set_health(lab: Any, args: argparse.Namespace) -> int:
     print(f"worker {args.host}: {old} -> {args.health.capitalize()}")
     for job in canceled:
         print(f"job {job} is canceled (--force)")
+    from tasks.health import pending_check
+
+    for host in lab.workers():
+        for board in host["boards"] if host["host"] == args.host else []:
+            check = pending_check(lab, board)
+            if check:
+                print(f"{board}: health check job {check} queued or running")
     return EXIT_OK
 
 

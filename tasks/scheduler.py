@@ -76,11 +76,13 @@ class Lab(LabState):
 
     def reap(self, on_lost: Callable[[LostJob], None] | None = None) -> list[LostJob]:
         """Mark the jobs whose worker stopped renewing their lease; requeue those that never started."""
-        lost, placed = self.expire_leases()
+        lost, placed, timed_out = self.expire_leases()
         for item in lost:
             if on_lost:
                 on_lost(item)
             self.end_group_of(item.job)
+        for job in timed_out:  # a multinode group's members: its coordinator group ends
+            self.end_group_of(job)
         if placed:
             self.dispatch(placed)
         return lost

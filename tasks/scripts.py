@@ -80,7 +80,7 @@ class KeyList:
 
 
 def _group_keys(a: Sequence[Any]) -> KeyList:
-    keys = KeyList().lab("jobs", "pending", "leases").group(a[0])
+    keys = KeyList().lab("jobs", "pending", "leases", "queue_until").group(a[0])
     for need in json.loads(a[2]):
         keys.job(need["job"])
     for name in json.loads(a[6]):

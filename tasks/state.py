@@ -217,12 +217,16 @@ class LabState:
         state, board = self.call("cancel", require_job_id(job), group_of(job) or "")
         return state, board
 
-    def expire_leases(self) -> tuple[list[LostJob], list[Assignment]]:
-        """End the jobs whose worker stopped renewing their lease; requeue those that never started."""
+    def expire_leases(self) -> tuple[list[LostJob], list[Assignment], list[str]]:
+        """End the jobs whose worker stopped renewing their lease; requeue those that never started.
+
+        Also cancels the queued jobs past their queue timeout: (lost, placed, the jobs timed out).
+        """
         if not self.r.zcard(LAB.leases) and not self.r.zcard(LAB.queue_until):
-            return [], []
-        lost_rows, placed, _timed_out = self.call("reap")
-        return [LostJob(*[str(x) for x in row]) for row in lost_rows or []], Assignment.many(placed)
+            return [], [], []
+        lost_rows, placed, timed_out = self.call("reap")
+        return ([LostJob(*[str(x) for x in row]) for row in lost_rows or []], Assignment.many(placed),
+                [str(j) for j in timed_out or []])
 
     def boards(self) -> list[dict[str, Any]]:
         """Every registered board with its state: idle, busy (reserved or running a job) or offline; its health."""

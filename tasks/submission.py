@@ -226,10 +226,13 @@ def submit_group(lab: LabState, text: str, job: Job, *, priority: int | None, qu
                            "pipelines": json.dumps(names[role])}
     group_fields = {"id": group_id, "name": job.name, "submitter": submitter, "client_ref": client_ref,
                     "members": json.dumps({sub_jobs[m]: r for m, r in members.items()})}
+    queue_timeout = job.header.timeouts.queue or 0
+    if queue_timeout:
+        group_fields["queue_timeout"] = f"{queue_timeout:g}"
     device_types = sorted({need["device_type"] for need in needs})
     groups.coordinator(lab).create_group(group_id, members)
     answer = lab.call("submit_group", group_id, json.dumps(group_fields), json.dumps(needs), prio,
-                      int(queue_anyway), json.dumps(fields), json.dumps(device_types))
+                      int(queue_anyway), json.dumps(fields), json.dumps(device_types), int(queue_timeout * 1000))
     if answer[0] == "exists":
         raise SubmitError(f"a group with id {group_id} already exists")
     if answer[0] == "noboard":

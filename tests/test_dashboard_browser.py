@@ -4,7 +4,9 @@ The job list shows a submitted job and links to its page; the page shows a
 line the board prints within one second of the board printing it (the job
 waits for a file the test creates, then echoes a marker: the clock starts
 when the file exists); the device table changes when an admin puts a board
-into Maintenance with the dashboard's form.
+into Maintenance with the dashboard's form, and by itself (no reload) when
+`lava-dispatch devices set-health` does. The boards run a health check when
+they register: the job list and the job page mark it, the device page links it.
 
 ``LAVA_DISPATCH_SCREENSHOTS=docs/img`` also saves a screenshot of each page
 there (the ones the README and docs/server.md show).
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from lab_helpers import ROOT, local_job, wait_for
 from server_lab import lab_server
 
@@ -52,10 +55,14 @@ def submit(served, definition: str) -> str:
     return str(answer.json()["job_ids"][0])
 
 
-def test_job_list_live_log_and_device_table(browser):
+def test_job_list_live_log_and_device_table(browser, tmp_path):
     import requests
 
-    with lab_server("dashboard-", boards=("loc1", "loc2")) as served:
+    from tasks.keys import board_key
+
+    (tmp_path / "local-shell.yaml").write_text(local_job("health-check"))
+    with lab_server("dashboard-", boards=("loc1", "loc2"),
+                    extra_env={"LAVA_DISPATCH_HEALTH_CHECKS": str(tmp_path)}) as served:
         done = submit(served, local_job("boot-and-measure", [
             "lava-test-case boot-time --result pass --measurement 7.25 --units seconds",
             "lava-test-case network --shell true", "lava-test-case usb --result skip"]))
@@ -66,11 +73,15 @@ def test_job_list_live_log_and_device_table(browser):
         job_id = submit(served, local_job("live-log", ["echo waiting for the test",
                                                        f"while [ ! -e {flag} ]; do sleep 0.02; done",
                                                        f"echo {marker}", "lava-test-case after --shell true"]))
+        check = served.lab.r().hget(board_key("loc1"), "hc_last_job")  # loc1's health check ran first
+        assert check and served.lab.r().hget(board_key("loc1"), "hc_last_result") == "Complete"
+        served.wait_archived(check)
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.goto(served.url + "/")
         row = page.locator(f'tr[data-job="{job_id}"]')
         row.wait_for(timeout=10_000)
-        assert "live-log" in row.inner_text()
+        assert "live-log" in row.inner_text() and "health check" not in row.inner_text()
+        assert "health check" in page.locator(f'tr[data-job="{check}"]').inner_text()
         shot(page, "jobs")
         row.locator(f'a[href="/scheduler/job/{job_id}"]').first.click()
         page.wait_for_url(f"**/scheduler/job/{job_id}", timeout=10_000)
@@ -93,8 +104,13 @@ def test_job_list_live_log_and_device_table(browser):
         assert "boot-time" in results and "7.25" in results and "seconds" in results
         shot(page, "job")
 
+        page.goto(f"{served.url}/scheduler/job/{check}")
+        assert "health check of board loc1" in page.locator("#health-check").inner_text()
+        page.goto(f"{served.url}/scheduler/device/loc1")
+        assert page.locator(f'table.details a[href="/scheduler/job/{check}"]').count() == 1  # the last check
         page.goto(served.url + "/scheduler/alldevices")
         assert "Good" in page.locator('tr[data-device="loc2"] td.health').inner_text()
+        assert check in page.locator('tr[data-device="loc1"] td.last-check').inner_text()
         page.goto(served.url + "/login")
         page.fill('input[name="token"]', served.tokens["root"])
         page.click('#login button[type="submit"]')
@@ -112,6 +128,14 @@ def test_job_list_live_log_and_device_table(browser):
         assert page.locator('tr[data-device="loc1"] td.health').inner_text().strip() == "Good"
         assert served.rpc().scheduler.devices.show("loc2")["health"] == "Maintenance"
         shot(page, "devices")
+        # a change made elsewhere (the CLI) shows in the open table by itself: same document, no reload
+        page.evaluate("window.loadedOnce = true")
+        assert run_cli("devices", "set-health", "loc1", "maintenance", "--reason", "rewiring").code == 0
+        changed = time.monotonic()
+        page.wait_for_function("document.querySelector('tr[data-device=\"loc1\"] td.health').textContent.trim()"
+                               " === 'Maintenance'", timeout=15_000)
+        print(f"the device table showed loc1's Maintenance {time.monotonic() - changed:.1f} s after the CLI set it")
+        assert page.evaluate("window.loadedOnce === true")  # the page was not reloaded
         if SCREENSHOTS:  # a device type nobody serves, for the queue page's picture
             from tasks.scheduler import Lab
 

@@ -254,6 +254,7 @@ def test_a_worker_host_in_maintenance_takes_no_jobs(lab, checks):
     assert lab.workers()[0]["health"] == "Maintenance" and lab.workers()[0]["boards"] == ["b1"]
     lab.set_worker_health(host, "active", who="ops", reason="done")
     assert record(lab, "b1")["job"]
+    assert "hc_due" not in record(lab, "b1")  # no health check for the type: nothing to run first
     with pytest.raises(health.HealthError, match="no board of the lab runs on worker host"):
         lab.set_worker_health("elsewhere", "Maintenance")
 
@@ -282,3 +283,19 @@ def test_every_n_hours_an_idle_board_gets_its_health_check(lab, checks):
     assert lab.ensure_health_check("b1") is None  # just checked
     hc = wait_for(lambda: lab.ensure_health_check("b1"), 10, "the periodic health check")
     assert job_state(lab, hc) == ("Scheduled", "b1") and lab.r.hget(job_key(hc), "priority") == "100"
+
+
+def test_a_worker_host_back_to_active_runs_its_boards_health_checks_first(lab, checks):
+    from tasks import config
+
+    checks()
+    finish(lab, board_up(lab, "b1").health_check)
+    host = config.hostname()
+    lab.set_worker_health(host, "maintenance", who="ops", reason="kernel update")
+    queued = lab.submit(local_job("j"))
+    assert queued.board is None
+    lab.set_worker_health(host, "active", who="ops", reason="done")
+    hc = record(lab, "b1")["hc_job"]
+    assert hc and job_state(lab, hc) == ("Scheduled", "b1") and job_state(lab, queued.job_id)[0] == "Submitted"
+    _, placed = finish(lab, hc)
+    assert [a.job for a in placed] == [queued.job_id] and record(lab, "b1")["health"] == "Good"

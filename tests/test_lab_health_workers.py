@@ -183,3 +183,69 @@ def test_k_infrastructure_errors_in_a_row_set_a_board_bad(health_lab):
     assert bad["health_reason"].startswith(f"2 infrastructure errors in a row (the last: job {second}: ")
     assert rec(lab, third)["state"] == "Submitted"  # the broken board does not eat the queue
     assert "waiting: no Good board of device type local-shell is online (1 Bad)" in run_cli("status", third).out
+
+
+def test_a_worker_host_in_maintenance_lets_its_job_finish_and_back_to_active_checks_first(health_lab):
+    from tasks import config
+
+    lab = health_lab
+    host = config.hostname()  # the workers of this lab run here
+    lab.start_worker("loc01", wait=False)
+    first_check = wait_health(lab, "loc01", "Good")["hc_last_job"]
+    lab.wait_idle("loc01")
+    path, flag = held_job(lab, "held")
+    running = submit(path)
+    wait_state(lab, running, ("Running",))
+    result = run_cli("workers", "set-health", host, "maintenance", "--reason", "kernel update")
+    assert result.code == 0 and f"worker {host}: Active -> Maintenance" in result.out, result.err
+    waiting = submit(job_file(lab, "waiting"))
+    assert rec(lab, running)["state"] == "Running"
+    flag.touch()
+    assert wait_state(lab, running, FINAL)["state"] == "Complete"  # the running job was not killed
+    wait_for(lambda: not board(lab, "loc01").get("job"), 30, "the board to be free")
+    assert rec(lab, waiting)["state"] == "Submitted"  # the board is online, Good and free, but its host is not
+    assert lab.r().zscore(type_keys("local-shell").idle, "loc01") is None
+    assert board(lab, "loc01")["health"] == "Good"
+    listed = run_cli("workers").out
+    assert any(line.split()[:3] == [host, "Maintenance", "loc01"] for line in listed.splitlines())
+    # back to Active: the board's health check first, then the job that waited
+    result = run_cli("workers", "set-health", host, "active", "--reason", "rebooted")
+    assert result.code == 0 and f"worker {host}: Maintenance -> Active" in result.out, result.err
+    check = result.out.split("loc01: health check job ")[1].split()[0]
+    assert check != first_check and rec(lab, check)["health_check"] == "1"
+    assert wait_state(lab, check, FINAL)["state"] == "Complete"
+    after = wait_state(lab, waiting, FINAL)
+    assert (after["state"], after["board"]) == ("Complete", "loc01")
+    assert int(after["started"]) >= int(rec(lab, check)["ended"])
+    assert board(lab, "loc01")["health"] == "Good"
+
+
+def test_a_health_check_whose_whole_worker_dies_sets_the_board_bad(health_lab):
+    import os
+    import signal
+
+    lab = health_lab
+    hold = lab.base / "hold-checks"
+    (lab.base / "held-checks").mkdir()
+    (lab.base / "held-checks" / "local-shell.yaml").write_text(local_job("health-check", steps=[
+        f"while [ -e {hold} ]; do sleep 0.1; done", "lava-test-case checked --shell true"]))
+    lab.env["LAVA_DISPATCH_HEALTH_CHECKS"] = str(lab.base / "held-checks")
+    lab.start_worker("watch01", wait=False)  # the other worker, whose heartbeat reaps the lost check
+    wait_health(lab, "watch01", "Good")
+    hold.touch()  # from now on a health check waits
+    lab.start_worker("gone01", wait=False)
+    check = wait_for(lambda: board(lab, "gone01").get("hc_job"), 60, "gone01's health check")
+    wait_state(lab, check, ("Running",))
+    os.kill(lab.workers["gone01"].pid, signal.SIGKILL)  # supervisor and worker (PR_SET_PDEATHSIG): no end written
+    ended = wait_state(lab, check, FINAL, 60)  # one lease (15 s) later, reaped by watch01's heartbeat
+    assert (ended["state"], ended["error_type"]) == ("Incomplete", "Infrastructure")
+    bad = board(lab, "gone01")
+    assert bad["health"] == "Bad" and bad["hc_last_job"] == check
+    assert bad["health_reason"].startswith(f"health check job {check} Incomplete: worker lost: gone01@")
+    assert bad["health_reason"].endswith("(the worker was lost during its health check)")
+    assert "health: Bad" in run_cli("devices", "show", "gone01").out
+    lab.workers["gone01"].wait(5)
+    hold.unlink()
+    lab.wait_idle("watch01")
+    job_id = submit(job_file(lab, "after"))
+    assert wait_state(lab, job_id, FINAL)["board"] == "watch01"

@@ -137,6 +137,9 @@ def test_pages_are_public_and_personal_jobs_keep_their_log(served):
     assert requests.get(served.url + "/", params={"state": "Bogus"}, timeout=10).status_code == 400
     devices = requests.get(served.url + "/scheduler/alldevices", timeout=10).text
     assert re.search(r'data-device="loc1".*?Good.*?Idle', devices, re.S)
+    rows = requests.get(served.url + "/scheduler/alldevices/rows", timeout=10)  # what the table refreshes from
+    assert rows.headers["cache-control"] == "no-store" and "<html" not in rows.text
+    assert re.search(r'<tr data-device="loc1">.*?Good.*?Idle', rows.text, re.S)
     assert requests.get(served.url + "/scheduler/device/nope", timeout=10).status_code == 404
 
 

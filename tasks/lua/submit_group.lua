@@ -1,11 +1,11 @@
 -- A multinode group is submitted: a record per member job, then every member placed at once, or all queued.
--- KEYS: lab jobs, pending, leases; group A[1]; each member job (in the order of the needs); each device
+-- KEYS: lab jobs, pending, leases, queue_until; group A[1]; each member job (in the order of the needs); each device
 --       type of A[7], in order
 -- A: group, group fields (JSON), needs (JSON: one need per member job), priority, queue_anyway ('1'),
---    member job fields (JSON: job -> fields), device types (JSON list)
+--    member job fields (JSON: job -> fields), device types (JSON list), queue timeout (ms, 0 none)
 -- Discovers: the boards of those types it considers (record, tags).
 -- Returns as submit.lua.
-take_lab('jobs', 'pending', 'leases')
+take_lab('jobs', 'pending', 'leases', 'queue_until')
 local g, needs = A[1], cjson.decode(A[3])
 take_group(g)
 for _, need in ipairs(needs) do take_job(need.job) end
@@ -32,4 +32,5 @@ if picked then
   return {'scheduled', commit(req, needs, picked)}
 end
 enqueue(req, needs, score)
+if tonumber(A[8] or '0') > 0 then redis.call('ZADD', L.queue_until, fmt(NOW + tonumber(A[8])), req) end
 return {'queued', {}}
