@@ -20,6 +20,7 @@ def load_builtin() -> Registry:
     from pipeline.actions.deploy import tmpfs, tftp, media  # noqa: F401, I001 - in this order
     from pipeline.actions.boot import qemu, uboot, minimal  # noqa: F401, I001
     from pipeline.actions.test import shell  # noqa: F401
+    from pipeline.actions.command import user  # noqa: F401
     from pipeline.actions.submit import ignored  # noqa: F401
     from pipeline.actions.common import finalize  # noqa: F401
 
