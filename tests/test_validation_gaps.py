@@ -51,9 +51,9 @@ LAUGHS = "metadata:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol
 GAPS = [
     # (gap, id, job text, device type, text that must appear in the error)
     ("duplicate-key", "top", HEAD + "job_name: again\n" + "actions:\n" + DEPLOY + BOOT, "kvm",
-     "(job): duplicate key 'job_name' (line 6; first on line 2)"),
+     "(job): duplicate key 'job_name' (line 6; first on line 2): LAVA would keep the last value; give the key once"),
     ("duplicate-key", "deploy", job(HEAD, deploy_with("to: tftp"), BOOT), "kvm",
-     "actions[0].deploy: duplicate key 'to' (line 13; first on line 9)"),
+     "actions[0].deploy: duplicate key 'to' (line 13; first on line 9): LAVA would keep the last value; give the key once"),
     ("duplicate-key", "flow", job(HEAD, "  - boot: {method: qemu, method: minimal}\n"), "kvm",
      "actions[0].boot: duplicate key 'method'"),
     ("duplicate-key", "inline-run", inline(a=(RUN, RUN + "\n            " + RUN)), "local-shell",
@@ -241,7 +241,7 @@ DEVICE_GAPS = [
     ("device-prompts", "failure-messages", KVM_DEVICE.replace("constants:\n", "constants:\n  failure-messages: 5\n"),
      "kvm01.yaml: constants.failure-messages: expected a list of strings, got 5"),
     ("device-yaml", "duplicate-key", KVM_DEVICE.replace("hostname: kvm01\n", "hostname: kvm01\nhostname: kvm02\n"),
-     "kvm01.yaml: (device): duplicate key 'hostname' (line 6; first on line 5)"),
+     "kvm01.yaml: (device): duplicate key 'hostname' (line 6; first on line 5): LAVA would keep the last value; give the key once"),
     ("device-yaml", "nan-timeout", KVM_DEVICE.replace("seconds: 30", "seconds: .nan"),
      "kvm01.yaml: timeouts.actions.execute-qemu: seconds: nan is not a non-negative number"),
     ("device-yaml", "environment-name", KVM_DEVICE + "environment: {MY-VAR: x}\n",
