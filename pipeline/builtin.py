@@ -17,8 +17,8 @@ from pipeline.registry import REGISTRY, Registry
 @cache
 def load_builtin() -> Registry:
     """The engine's registry with every built-in method registered (imported on the first call)."""
-    from pipeline.actions.deploy import tmpfs, tftp, media  # noqa: F401, I001 - in this order
-    from pipeline.actions.boot import qemu, uboot, minimal  # noqa: F401, I001
+    from pipeline.actions.deploy import tmpfs, tftp, media, nfs  # noqa: F401, I001 - in this order
+    from pipeline.actions.boot import qemu, qemu_nfs, uboot, minimal  # noqa: F401, I001
     from pipeline.actions.test import shell  # noqa: F401
     from pipeline.actions.command import user  # noqa: F401
     from pipeline.actions.submit import ignored  # noqa: F401
