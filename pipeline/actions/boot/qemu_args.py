@@ -95,7 +95,9 @@ def _keys(option: str, value: str, allowed: set[str], images: set[str], implied:
         elif key == "file":
             problems += _image(f"{option} file=", text, images)
         elif key == "format" and text not in DRIVE_FORMATS:
-            problems.append(f"{option} format={text!r} is not allowed (only {', '.join(sorted(DRIVE_FORMATS))})")
+            hint = " (not a QEMU drive format: an ext4 filesystem image is format=raw)" if text == "ext4" else ""
+            problems.append(f"{option} format={text!r} is not allowed (only {', '.join(sorted(DRIVE_FORMATS))})"
+                            + hint)
         elif not SAFE_WORD.match(text):
             problems.append(f"{option} {key}={text!r}: letters, digits, '.', '_' and '-' only")
     return problems

@@ -33,6 +33,18 @@ class DeployBase(ActionBase):
                           overlay_ramdisk=ramdisk)
 
 
+def unsupported_overlays(place: str, files: dict[str, tuple[str, ImageSpec]]) -> list[str]:
+    """Images' ``overlays`` this dispatcher cannot insert: only the LAVA overlay appended to a cpio ramdisk."""
+    problems = []
+    for where, spec in files.values():
+        for name in spec.overlays or {}:
+            if name != "lava" or spec.format != "cpio.newc":
+                problems.append(f"{place}.{where.rsplit('.', 1)[0]}.overlays.{name}: inserting files into the "
+                                f"{spec.format or 'disk'} image is not supported by this dispatcher (only the "
+                                "lava overlay appended to a cpio.newc ramdisk)")
+    return problems
+
+
 class DeployAction(Action):
     """The top action of a deploy: it starts, in the context, the Deployment its steps fill."""
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pipeline import nfs
 from pipeline.action import Action
-from pipeline.actions.common.deploy import DeployAction, DeployBase, DeployDeviceEnv
+from pipeline.actions.common.deploy import DeployAction, DeployBase, DeployDeviceEnv, unsupported_overlays
 from pipeline.actions.common.download import DownloadRetry
 from pipeline.actions.common.nfsroot import ExtractNfsRootfs, NfsExport
 from pipeline.actions.common.overlay import overlay_action
@@ -41,7 +41,7 @@ class DeployNfs(DeployBase):
             problems.append(f"{place}.images.nfsrootfs: required but missing (the NFS root tarball)")
         if "kernel" not in self.images:
             problems.append(f"{place}.images.kernel: required but missing (qemu-nfs boots a kernel)")
-        return problems
+        return problems + unsupported_overlays(place, self.files())
 
 
 @known_action

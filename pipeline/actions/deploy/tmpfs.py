@@ -9,7 +9,7 @@ from typing import Literal
 
 from pipeline import overlay
 from pipeline.action import Action
-from pipeline.actions.common.deploy import DeployAction, DeployBase, DeployDeviceEnv
+from pipeline.actions.common.deploy import DeployAction, DeployBase, DeployDeviceEnv, unsupported_overlays
 from pipeline.actions.common.download import DownloadRetry
 from pipeline.actions.common.overlay import overlay_action, overlay_root
 from pipeline.blocks import ActionBlock
@@ -40,7 +40,7 @@ class DeployTmpfs(DeployBase):
     def rules(self, place: str) -> list[str]:
         if bool(self.image) == bool(self.images):
             return [f"{place}: tmpfs needs exactly one of image (a URL) or images (a mapping)"]
-        return []
+        return unsupported_overlays(place, self.files())
 
     def job_rules(self, place: str, blocks: Sequence[ActionBlock]) -> list[str]:
         tests = any(block.kind == "test" for block in blocks)
