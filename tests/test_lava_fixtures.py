@@ -20,7 +20,6 @@ from lava_reference import LavaTemplates, lava_templates  # noqa: F401 - the fix
 
 # LAVA's in-scope fixtures this dispatcher refuses, each for a stated reason (README, LAVA compatibility).
 REFUSED = {
-    "kvm-overlays.yaml",  # files inserted into an ext4 image (images.rootfs.overlays); '-drive format=ext4'
     "kvm-context.yaml",  # a duplicated key in a test block (refused: LAVA would keep the last value)
     "x15-nfs.yaml",  # tests in a docker container
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipeline.action import Action
+from pipeline.actions.common.image_overlays import overlay_urls
 from pipeline.blocks import ActionBase
 from pipeline.context import JobContext
 from pipeline.deployment import Deployment
@@ -23,7 +24,8 @@ class DeployBase(ActionBase):
         return {}
 
     def urls(self, place: str) -> list[tuple[str, str]]:
-        return [(f"{place}.{where}", spec.url) for where, spec in self.files().values()]
+        files = self.files()
+        return [(f"{place}.{where}", spec.url) for where, spec in files.values()] + overlay_urls(place, files)
 
     def deployment(self, place: str) -> Deployment:
         files = {label: spec for label, (_, spec) in self.files().items()}
@@ -31,18 +33,6 @@ class DeployBase(ActionBase):
                         if spec.format == "cpio.newc" and (spec.overlays or {}).get("lava")), None)
         return Deployment(self.to, place, image_args={label: spec.image_arg for label, spec in files.items()},
                           overlay_ramdisk=ramdisk)
-
-
-def unsupported_overlays(place: str, files: dict[str, tuple[str, ImageSpec]]) -> list[str]:
-    """Images' ``overlays`` this dispatcher cannot insert: only the LAVA overlay appended to a cpio ramdisk."""
-    problems = []
-    for where, spec in files.values():
-        for name in spec.overlays or {}:
-            if name != "lava" or spec.format != "cpio.newc":
-                problems.append(f"{place}.{where.rsplit('.', 1)[0]}.overlays.{name}: inserting files into the "
-                                f"{spec.format or 'disk'} image is not supported by this dispatcher (only the "
-                                "lava overlay appended to a cpio.newc ramdisk)")
-    return problems
 
 
 class DeployAction(Action):

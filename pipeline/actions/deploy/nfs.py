@@ -14,8 +14,9 @@ from typing import Literal
 
 from pipeline import nfs
 from pipeline.action import Action
-from pipeline.actions.common.deploy import DeployAction, DeployBase, DeployDeviceEnv, unsupported_overlays
+from pipeline.actions.common.deploy import DeployAction, DeployBase, DeployDeviceEnv
 from pipeline.actions.common.download import DownloadRetry
+from pipeline.actions.common.image_overlays import overlay_problems, overlay_steps
 from pipeline.actions.common.nfsroot import ExtractNfsRootfs, NfsExport
 from pipeline.actions.common.overlay import overlay_action
 from pipeline.actions.deploy.tftp import ApplyOverlayTftp
@@ -41,7 +42,7 @@ class DeployNfs(DeployBase):
             problems.append(f"{place}.images.nfsrootfs: required but missing (the NFS root tarball)")
         if "kernel" not in self.images:
             problems.append(f"{place}.images.kernel: required but missing (qemu-nfs boots a kernel)")
-        return problems + unsupported_overlays(place, self.files())
+        return problems + overlay_problems(place, self.files())
 
 
 @known_action
@@ -61,7 +62,8 @@ class DeployQemuNfs(DeployAction):
         files = params.files()
         self.summary = "nfs deploy: " + ", ".join(files)
         # LAVA's order: the downloads, the root unpacked, the overlay and where it goes, the environment.
-        steps: list[Action] = [DownloadRetry(key, spec) for key, (_, spec) in files.items()]
+        steps: list[Action] = [DownloadRetry(key, spec, after=overlay_steps(key, spec))
+                               for key, (_, spec) in files.items()]
         steps.append(QemuNfsExtract())
         lava_overlay = overlay_action(plan.stages_after(), params.os)
         if lava_overlay:
