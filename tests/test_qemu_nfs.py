@@ -6,6 +6,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
+from conftest import DEVICES, run_job
+from test_uboot_boards import nfs_tree  # noqa: F401 - the fixture: one NFS tree, nfs-ganesha stopped at the end
 
 from pipeline.actions.boot.qemu_nfs import CallQemuNfsAction
 from pipeline.builder import build_pipeline
@@ -71,3 +74,63 @@ def test_qemu_nfs_needs_a_deploy_to_nfs_and_a_kernel(tmp_path: Path) -> None:
     with pytest.raises(ProblemList) as caught:
         parse_job(JOB.replace("      kernel: {url: 'http://example.com/Image', image_arg: '-kernel {kernel}'}\n", ""))
     assert caught.value.problems == ["actions[0].deploy.images.kernel: required but missing (qemu-nfs boots a kernel)"]
+
+
+# ---------------------------------------------------------------- a real boot (QEMU, nfs-ganesha)
+
+BOOT_JOB = """\
+job_name: qemu-nfs on the emulated x86_64 board
+device_type: kvm
+timeouts: {{job: {{minutes: 10}}, action: {{minutes: 4}}}}
+actions:
+- deploy:
+    to: nfs
+    os: oe
+    images:
+      nfsrootfs: {{url: 'file://{images}/x86_64/rootfs.tar.gz', compression: gz,
+                  image_arg: 'nfsroot={{NFS_SERVER_IP}}:{{nfsrootfs}},tcp,hard'}}
+      kernel: {{url: 'file://{images}/x86_64/vmlinux', image_arg: '-kernel {{kernel}}'}}
+      initrd: {{url: 'file://{images}/x86_64/initrd.cpio.gz', image_arg: '-initrd {{initrd}}'}}
+- boot: {{method: qemu-nfs, prompts: ['root@lava-board:~# ']}}
+- test:
+    definitions:
+    - from: inline
+      name: nfs-root
+      path: inline/nfs-root.yaml
+      repository:
+        metadata: {{format: Lava-Test Test Definition 1.0, name: nfs-root}}
+        run:
+          steps:
+          - "lava-test-case root-is-nfs --shell grep -q ' / nfs4 ' /proc/mounts"
+          - "lava-test-case root-writable --shell touch /written-by-the-board"
+"""
+
+
+@pytest.fixture
+def nfs_device(tmp_path: Path, nfs_tree: Path) -> Path:
+    """sample kvm01 with a qemu-nfs method and an NFS export the dispatcher's nfs-ganesha serves."""
+    data = yaml.safe_load((DEVICES / "kvm01.yaml").read_text())
+    qemu = data["actions"]["boot"]["methods"]["qemu"]["parameters"]
+    data["parameters"]["nfs_server_ip"] = "10.0.2.2"
+    data["actions"]["deploy"]["methods"]["nfs"] = {"parameters": {"nfs_root": str(nfs_tree), "nfs_server": "ganesha"}}
+    data["actions"]["boot"]["methods"]["qemu-nfs"] = {"parameters": {
+        "command": qemu["command"], "options": qemu["options"],
+        "append": {"console": "ttyS0", "root": "/dev/nfs", "nfsrootargs": "nfsroot={NFS_SERVER_IP}:{NFSROOTFS},tcp,hard",
+                   "ipargs": "panic=-1"}}}
+    path = tmp_path / "kvm-nfs01.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.mark.qemu
+def test_qemu_boots_the_kernel_with_its_root_on_nfs_and_runs_the_tests_there(tmp_path, images, nfs_device,
+                                                                              nfs_tree) -> None:
+    run = run_job(tmp_path, BOOT_JOB.format(images=images), nfs_device, timeout=600)
+    assert run.code == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.case("root-is-nfs")["result"] == "pass" and run.case("root-writable")["result"] == "pass"
+    messages = run.messages()
+    (root,) = [m.split(" entries in ")[1] for m in messages if m.startswith("nfsrootfs: ")]
+    assert root.startswith(f"{nfs_tree}/kvm-nfs01/")
+    assert any(f"root=/dev/nfs nfsroot=10.0.2.2:{root},tcp,hard rw panic=-1" in m for m in messages
+               if m.startswith("QEMU command: ")), messages
+    assert not (nfs_tree / "kvm-nfs01").exists() or not list((nfs_tree / "kvm-nfs01").iterdir())  # removed
