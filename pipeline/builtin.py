@@ -2,7 +2,7 @@
 
 ``load_builtin()`` imports each method module once; their decorators fill
 the registry (pipeline.registry). The order of the list is the order of the
-choices in messages (``'ubot' is not one of qemu, u-boot, minimal``) and of
+choices in messages (``'ubot' is not one of qemu, qemu-nfs, u-boot, minimal``) and of
 strategies of equal priority. A new method is one more line here (see
 docs/engine.md).
 """
