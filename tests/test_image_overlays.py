@@ -105,3 +105,68 @@ def test_format_ext4_is_given_to_qemu_as_raw(tmp_path: Path) -> None:
     assert check_image_arg("-drive format=ext4,file={rootfs}", {"rootfs"}) == []
     argv, disks = substitute("-drive format=ext4,if=virtio,file={rootfs}", {"rootfs": tmp_path / "r.ext4"})
     assert argv == ["-drive", f"format=raw,if=virtio,file={tmp_path / 'r.ext4'}"] and disks[0][1] == "raw"
+
+
+# ---------------------------------------------------------------- a real boot (QEMU)
+
+BOOT_JOB = """\
+job_name: ext4 image with a modules overlay
+device_type: kvm
+timeouts: {{job: {{minutes: 8}}, action: {{minutes: 3}}}}
+actions:
+- deploy:
+    to: tmpfs
+    os: oe
+    images:
+      kernel:
+        url: file://{images}/x86_64/vmlinux
+        image_arg: -kernel {{kernel}} -append "console=ttyS0 panic=-1 quiet"
+      ramdisk:
+        url: file://{images}/x86_64/initrd.cpio.gz
+        image_arg: -initrd {{ramdisk}}
+        format: cpio.newc
+        overlays: {{lava: true}}
+      rootfs:
+        url: file://{rootfs}
+        image_arg: -drive format=ext4,if=virtio,file={{rootfs}}
+        format: ext4
+        overlays:
+          modules: {{url: 'file://{modules}', compression: gz, format: tar, path: /lib/modules}}
+- boot: {{method: qemu, media: tmpfs, prompts: ['root@lava-board:~# ']}}
+- test:
+    definitions:
+    - from: inline
+      name: overlay
+      path: inline/overlay.yaml
+      repository:
+        metadata: {{format: Lava-Test Test Definition 1.0, name: overlay}}
+        run:
+          steps:
+          - mkdir -p /mnt && mount -t ext4 /dev/vda /mnt
+          - "lava-test-case module-in-image --shell grep -q 'module a' /mnt/lib/modules/6.1/a.ko"
+          - "lava-test-case image-kept --shell grep -q base /mnt/etc/base"
+"""
+
+
+@needs_e2fsprogs
+@pytest.mark.qemu
+def test_the_booted_board_finds_the_overlay_in_its_ext4_disk(tmp_path: Path, images: Path) -> None:
+    import tarfile
+
+    from conftest import device_path, run_job
+
+    base = tmp_path / "base"
+    (base / "etc").mkdir(parents=True)
+    (base / "etc" / "base").write_text("base\n")
+    rootfs = ext4_image(tmp_path / "rootfs.ext4", base)
+    original = rootfs.read_bytes()
+    module = tmp_path / "a.ko"
+    module.write_text("module a\n")
+    modules = tmp_path / "modules.tar.gz"
+    with tarfile.open(modules, "w:gz") as archive:
+        archive.add(module, "6.1/a.ko")
+    run = run_job(tmp_path, BOOT_JOB.format(images=images, rootfs=rootfs, modules=modules), device_path("kvm"))
+    assert run.code == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.case("module-in-image")["result"] == "pass" and run.case("image-kept")["result"] == "pass"
+    assert rootfs.read_bytes() == original  # the job's copy was changed, never the file its URL names
+    assert any("format=raw,if=virtio" in m for m in run.messages() if m.startswith("QEMU command: "))
