@@ -108,7 +108,7 @@ class ActionBase(Strict):
 class ActionBlock:
     """One action of the job, after validation."""
 
-    kind: str  # deploy, boot, test, submit
+    kind: str  # deploy, boot, test, command, submit
     params: Model  # the validated model of the block's method (DeployTmpfs, BootQemu, TestBlock, ...)
     place: str  # where it is in the job, e.g. "actions[2].boot"
     raw: dict[str, Any]

@@ -32,7 +32,7 @@ class MediaFiles:
 
 @dataclass
 class Deployment:
-    method: str  # the deploy's ``to:`` (tmpfs, tftp, usb, sata)
+    method: str  # the deploy's ``to:`` (tmpfs, tftp, usb, sata, nfs)
     place: str  # the deploy block's place in the job, for messages (actions[0].deploy)
 
     # Declared from the job when the pipeline is built.

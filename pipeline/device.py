@@ -98,17 +98,17 @@ class Device(Loose):
             raise ConfigurationError("the device has no tftp_root (actions.deploy.methods.tftp.parameters.tftp_root)")
         return Path(str(root))
 
-    def nfs_export_root(self) -> Path:
-        """The tree the NFS server exports, where each job unpacks its NFS root."""
-        root = self.deploy_parameters("tftp").get("nfs_root") or self.parameters.get("nfs_root")
+    def nfs_export_root(self, method: str = "tftp") -> Path:
+        """The tree the NFS server exports, where each job unpacks its NFS root (``method``: tftp or nfs)."""
+        root = self.deploy_parameters(method).get("nfs_root") or self.parameters.get("nfs_root")
         if not root:
             raise ConfigurationError("the device has no nfs_root for NFS exports "
                                      "(actions.deploy.methods.tftp.parameters.nfs_root)")
         return Path(str(root))
 
-    def nfs_export_path(self, nfs_root: Path) -> str:
+    def nfs_export_path(self, nfs_root: Path, method: str = "tftp") -> str:
         """``nfs_root`` (inside the export) as the board mounts it: the server may export it under a prefix."""
-        export = self.nfs_export_root()
+        export = self.nfs_export_root(method)
         prefix = str(self.parameters.get("nfs_export_prefix", export))
         return f"{prefix.rstrip('/')}/{nfs_root.relative_to(export)}"
 

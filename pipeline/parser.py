@@ -24,7 +24,7 @@ from pipeline.registry import KINDS, Registry
 from pipeline.schema import Model
 from pipeline.testdef import TestDefinition
 
-TOP_LEVEL = ("deploy", "boot", "test", "repeat", "submit")
+TOP_LEVEL = ("deploy", "boot", "test", "command", "repeat", "submit")
 IN_REPEAT = ("boot", "test")
 
 

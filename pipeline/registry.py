@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from pipeline.strategy import Strategy
 
 # The kinds of action block, and the key whose value selects a kind's method.
-KINDS: dict[str, str | None] = {"deploy": "to", "boot": "method", "test": None, "submit": None}
+KINDS: dict[str, str | None] = {"deploy": "to", "boot": "method", "test": None, "submit": None,
+                                 "command": None}
 
 M = TypeVar("M", bound="type[Model]")
 S = TypeVar("S", bound="type[Strategy]")

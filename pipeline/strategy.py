@@ -32,7 +32,7 @@ class Strategy:
     builds its action in ``make``.
     """
 
-    kind: ClassVar[str] = ""  # deploy, boot, test, submit
+    kind: ClassVar[str] = ""  # deploy, boot, test, command, submit
     priority: ClassVar[int] = 0
     model: ClassVar[type] = object
     other_model: ClassVar[str] = ""  # the reason when the block is not ``model``

@@ -49,6 +49,9 @@ _SPECIAL_KEY_TAGS = ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value")
 
 
 
+DUPLICATE_HINT = "LAVA would keep the last value; give the key once"
+
+
 @dataclass(frozen=True)
 class Limits:
     max_bytes: int = DEFAULT_MAX_BYTES
@@ -171,7 +174,9 @@ class _BoundedComposer(Composer):
         except TypeError:  # an unhashable scalar cannot be a key: construction says so
             return
         if first is not None:
-            self.problems.append(f"{self.place()}: duplicate key {shown(value)} (line {line}; first on line {first})")
+            # LAVA's loader keeps the last value silently; here a key given twice is an ambiguity to resolve.
+            self.problems.append(f"{self.place()}: duplicate key {shown(value)} (line {line}; first on line {first}): "
+                                 f"{DUPLICATE_HINT}")
 
 
 class _CheckedConstructor(SafeConstructor):

@@ -37,6 +37,7 @@ from pipeline.parser import parse_job
 
 TREE_VAR = "LAVA_DISPATCH_LAVA_TREE"
 KVM_CONTEXT = {"arch": "amd64", "no_kvm": True}  # LAVA's tests render kvm01 with this context
+USER_COMMAND = "{% set user_commands = {'user_command_to_run': {'do': 'echo do', 'undo': 'echo undo'}} %}\n"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Case:
     device: str  # the device dictionary's name (without .jinja2)
     ref: str | None = None  # the pipeline reference's file name
     context: dict[str, Any] | None = None  # replaces the job's context, as LAVA's tests do
+    device_extra: str = ""  # appended to the dictionary: what the job needs of a device that LAVA's lacks
 
 
 # The in-scope pairings of LAVA's dispatcher tests (test_kvm, test_uboot, test_removable, test_multi,
@@ -58,7 +60,8 @@ CASES: tuple[Case, ...] = (
     Case("kvm-local.yaml", "kvm01", "kvm-local.yaml", KVM_CONTEXT),
     Case("kvm-overlays.yaml", "kvm01", "kvm-overlays.yaml", KVM_CONTEXT),
     Case("qemu-reboot.yaml", "kvm01", "qemu-reboot.yaml", KVM_CONTEXT),
-    Case("kvm-command.yaml", "kvm01", "kvm-command.yaml", KVM_CONTEXT),
+    # LAVA's test only builds it: kvm01 lists no user commands, and LAVA's validate refuses the job on it too.
+    Case("kvm-command.yaml", "kvm01", "kvm-command.yaml", KVM_CONTEXT, USER_COMMAND),
     Case("qemu-nfs.yaml", "kvm02", "qemu-nfs.yaml"),
     Case("kvm-context.yaml", "qemu01"),
     Case("kvm-params.yaml", "kvm01", None, KVM_CONTEXT),
@@ -241,7 +244,7 @@ def job_text(source: Source, case: Case) -> str:
 
 def load_case(source: Source, case: Case) -> tuple[Job, Device]:
     job = parse_job(job_text(source, case))
-    dictionary = (source.devices / f"{case.device}.jinja2").read_text()
+    dictionary = (source.devices / f"{case.device}.jinja2").read_text() + case.device_extra
     device = load_device_dictionary(dictionary, name=case.device, source=f"{case.device}.jinja2",
                                     job_context=job.header.context,
                                     device_types=[*source.templates, source.devices],

@@ -210,7 +210,6 @@ def test_a_rendered_device_without_device_type_is_of_the_jobs_type():
      "path: t.yaml, name: t}]}\n", "test definitions run in a docker container are not supported"),
     ("  - test: {monitors: [{name: m, start: a, end: b, pattern: c}]}\n", "monitor tests are not supported"),
     ("  - test: {interactive: [{name: i, prompts: ['=>'], script: []}]}\n", "interactive tests are not supported"),
-    ("  - command: {name: pre_power_command}\n", "'command'"),
 ])
 def test_methods_this_dispatcher_lacks_are_refused_naming_them(block, named):
     with pytest.raises(ProblemList) as raised:

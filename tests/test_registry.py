@@ -74,11 +74,13 @@ def test_strategies_are_asked_by_priority_and_named_once():
 
 def test_the_built_in_methods_in_their_order():
     registry = load_builtin()
-    assert registry.choices("deploy") == ["tmpfs", "tftp", "usb", "sata"]
-    assert registry.choices("boot") == ["qemu", "u-boot", "minimal"]
-    assert [m.__name__ for m in registry.models_of("deploy")] == ["DeployTmpfs", "DeployTftp", "DeployMedia"]
-    assert [s.__name__ for s in registry.strategies_for("boot")] == ["QemuBoot", "UBootBoot", "MinimalBoot"]
-    for kind in ("deploy", "boot", "test", "submit"):
+    assert registry.choices("deploy") == ["tmpfs", "tftp", "usb", "sata", "nfs"]
+    assert registry.choices("boot") == ["qemu", "qemu-nfs", "u-boot", "minimal"]
+    assert [m.__name__ for m in registry.models_of("deploy")] == ["DeployTmpfs", "DeployTftp", "DeployMedia",
+                                                                  "DeployNfs"]
+    assert [s.__name__ for s in registry.strategies_for("boot")] == ["QemuBoot", "QemuNfsBoot", "UBootBoot",
+                                                                     "MinimalBoot"]
+    for kind in ("deploy", "boot", "test", "command", "submit"):
         assert registry.strategies_for(kind), kind
     assert {"http-download", "file-download", "lava-test-shell", "uboot-action"} <= registry.action_names
 
@@ -192,9 +194,9 @@ def test_the_example_method_of_the_docs_is_a_whole_method(tmp_path):
                                                               "export-device-env", "finalize", "power-off",
                                                               "read-feedback"]
     assert ["3.1", "send-reboot", 20] in out["pipeline"]  # a named timeout of the new action
-    assert out["boot"] == ["#/$defs/BootQemu", "#/$defs/BootUBoot", "#/$defs/BootMinimal", "#/$defs/BootReboot",
-                           None]
-    assert out["misspelt"] == ["actions[2].boot.method: 'rebot' is not one of qemu, u-boot, minimal, reboot"]
+    assert out["boot"] == ["#/$defs/BootQemu", "#/$defs/BootQemuNfs", "#/$defs/BootUBoot", "#/$defs/BootMinimal",
+                           "#/$defs/BootReboot", None]
+    assert out["misspelt"] == ["actions[2].boot.method: 'rebot' is not one of qemu, qemu-nfs, u-boot, minimal, reboot"]
     assert len(out["not offered"]) == 1
     assert "RebootBoot: device type 'kvm' offers boot methods qemu, not 'reboot'" in out["not offered"][0]
 

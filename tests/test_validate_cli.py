@@ -81,8 +81,8 @@ def test_duplicate_keys_are_reported_one_per_line(tmp_path):
     path.write_text(JOB.replace("job_name: cli\n", "job_name: cli\njob_name: again\n").replace(
         "- boot: {method: minimal}", "- boot: {method: minimal, method: qemu}"))
     err = rejected(lava_dispatch("validate", str(path)))
-    assert err.splitlines()[1:] == ["  (job): duplicate key 'job_name' (line 2; first on line 1)",
-                                    "  actions[0].boot: duplicate key 'method' (line 6; first on line 6)"], err
+    assert err.splitlines()[1:] == ["  (job): duplicate key 'job_name' (line 2; first on line 1): LAVA would keep the last value; give the key once",
+                                    "  actions[0].boot: duplicate key 'method' (line 6; first on line 6): LAVA would keep the last value; give the key once"], err
 
 
 def test_a_fifo_as_the_job_file_is_refused_at_once(tmp_path):

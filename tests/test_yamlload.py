@@ -38,8 +38,8 @@ def test_merge_keys_and_scalar_aliases_still_load(loader):
 
 
 @pytest.mark.parametrize("text,expected", [
-    ("a: 1\na: 2\n", "(job): duplicate key 'a' (line 2; first on line 1)"),
-    ("x:\n  - {to: a, to: b}\n", "x[0]: duplicate key 'to' (line 2; first on line 2)"),
+    ("a: 1\na: 2\n", "(job): duplicate key 'a' (line 2; first on line 1): LAVA would keep the last value; give the key once"),
+    ("x:\n  - {to: a, to: b}\n", "x[0]: duplicate key 'to' (line 2; first on line 2): LAVA would keep the last value; give the key once"),
     ("x: {'to': a, \"to\": b}\n", "x: duplicate key 'to'"),
     ("{1: a, 0x1: b}\n", "(job): duplicate key 1"),  # the same key once read: last-wins would hide one
     ("{true: a, yes: b}\n", "(job): duplicate key True"),
@@ -50,8 +50,8 @@ def test_duplicate_keys_are_problems(loader, text, expected):
 
 
 def test_every_duplicate_is_reported():
-    assert problems("a: 1\na: 2\nb: {c: 1, c: 2}\n") == ["(job): duplicate key 'a' (line 2; first on line 1)",
-                                                     "b: duplicate key 'c' (line 3; first on line 3)"]
+    assert problems("a: 1\na: 2\nb: {c: 1, c: 2}\n") == ["(job): duplicate key 'a' (line 2; first on line 1): LAVA would keep the last value; give the key once",
+                                                     "b: duplicate key 'c' (line 3; first on line 3): LAVA would keep the last value; give the key once"]
 
 
 def test_alias_budget_is_exact(loader):
@@ -121,7 +121,7 @@ def test_a_fetched_test_definition_is_loaded_within_the_same_bounds(tmp_path):
     path.write_text("metadata: {name: a}\nrun: {steps: [ls]}\n")
     assert load_testdef(tmp_path, path.name, place)["run"] == {"steps": ["ls"]}
     for text, expected in [
-        ("metadata: {name: a}\nmetadata: {name: b}\nrun: {steps: [ls]}\n", "duplicate key '...' (line 2; first on line 1)"),
+        ("metadata: {name: a}\nmetadata: {name: b}\nrun: {steps: [ls]}\n", "duplicate key '...' (line 2; first on line 1): LAVA would keep the last value; give the key once"),
         ("a: &a [x, x]\n" + "".join(f"b{i}: &b{i} [*{'a' if i == 0 else f'b{i - 1}'}] \n" for i in range(3))
          + "c: [" + ", ".join(["*b2"] * 6000) + "]\n", "aliases expand to more than 10000 nodes"),
         ("metadata: {name: a}\nrun: {steps: [ls]}\ninstall: {deps: [[curl]]}\n", "install.deps[0]: expected a package"),

@@ -1,1 +1,1 @@
-"""Boot methods (``boot: {method: ...}``): qemu, u-boot, minimal."""
+"""Boot methods (``boot: {method: ...}``): qemu, qemu-nfs, u-boot, minimal."""

@@ -35,18 +35,19 @@ class CallQemuAction(Action):
     description = "start QEMU with the device's command line and the job's images"
     summary = "boot QEMU"
     aliases = ("call-qemu-action",)
+    method = "qemu"  # the device's boot method whose parameters give the command line
 
     def command(self, ctx: JobContext) -> list[str]:
-        params = ctx.device.boot_parameters("qemu")
+        params = ctx.device.boot_parameters(self.method)
         if not params.get("command"):
-            raise ConfigurationError("the qemu method has no parameters.command")
+            raise ConfigurationError(f"the {self.method} method has no parameters.command")
         argv = [str(params["command"])]
         for option in params.get("options") or []:
             argv += shlex.split(str(option))
         deployment = ctx.deployed()
         image_args = deployment.image_args  # image name -> the job's image_arg (None: the device's default)
         for key in deployment.images:
-            if key not in image_args:
+            if key not in image_args or key in self.not_arguments:
                 continue
             template = image_args[key]
             if template is not None:  # the job's: validated already, checked again as it is used
@@ -68,7 +69,13 @@ class CallQemuAction(Action):
             if not template:
                 raise ConfigurationError("the job has tests on a disk image but the qemu method has no overlay_arg")
             argv += [part.replace("{overlay}", str(deployment.overlay_drive)) for part in shlex.split(str(template))]
-        return argv
+        return argv + self.extra_arguments(ctx, params)
+
+    not_arguments: tuple[str, ...] = ()  # images given to QEMU otherwise than by their image_arg
+
+    def extra_arguments(self, ctx: JobContext, params: dict[str, object]) -> list[str]:
+        """What the method adds after the images (qemu-nfs: the kernel command line)."""
+        return []
 
     def run(self, ctx: JobContext) -> None:
         argv = self.command(ctx)

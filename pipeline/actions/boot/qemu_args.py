@@ -32,7 +32,10 @@ DISK_OPTIONS = {"-hda", "-hdb", "-cdrom"}  # QEMU guesses their format from the 
 OPTIONS = FILE_OPTIONS | {"-append", "-drive", "-device"}
 # -drive keys (file: an image of the job; the others: a plain word).
 DRIVE_KEYS = {"file", "format", "if", "media", "id", "index", "bus", "unit", "cache", "readonly", "discard"}
-DRIVE_FORMATS = {"raw", "qcow2"}
+DRIVE_FORMATS = {"raw", "qcow2", "ext4"}
+# A filesystem image is raw bytes to QEMU, which has no driver of that name: LAVA passes format=ext4 unchanged
+# and QEMU refuses it ("Unknown driver 'ext4'"); here it is given as raw.
+AS_RAW = {"ext4"}
 # -device: storage front-ends for a -drive of the job (no loader, host, vfio or romfile).
 DEVICE_DRIVERS = {"virtio-blk-device", "virtio-blk-pci", "virtio-blk", "scsi-hd", "scsi-cd", "ide-hd", "ide-cd",
                   "usb-storage", "virtio-scsi-pci", "virtio-scsi-device", "sd-card"}
@@ -139,6 +142,9 @@ def substitute(template: str, paths: dict[str, Path]) -> tuple[list[str], list[t
     previous = ""
     for part in shlex.split(template):
         drive = previous == "-drive"
+        if drive:
+            part = ",".join("format=raw" if item in {f"format={fmt}" for fmt in AS_RAW} else item
+                            for item in part.split(","))
         argv.append(PLACEHOLDER.sub(functools.partial(_path, template, paths, drive=drive), part))
         opts = dict(qemu_opts(part)) if drive else {"file": part} if previous in DISK_OPTIONS else {}
         found = PLACEHOLDER.fullmatch(opts.get("file") or "")

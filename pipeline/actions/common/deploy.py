@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pipeline.action import Action
+from pipeline.actions.common.image_overlays import overlay_urls
 from pipeline.blocks import ActionBase
 from pipeline.context import JobContext
 from pipeline.deployment import Deployment
@@ -23,7 +24,8 @@ class DeployBase(ActionBase):
         return {}
 
     def urls(self, place: str) -> list[tuple[str, str]]:
-        return [(f"{place}.{where}", spec.url) for where, spec in self.files().values()]
+        files = self.files()
+        return [(f"{place}.{where}", spec.url) for where, spec in files.values()] + overlay_urls(place, files)
 
     def deployment(self, place: str) -> Deployment:
         files = {label: spec for label, (_, spec) in self.files().items()}

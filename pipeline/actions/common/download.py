@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.action import Action, RetryAction
@@ -59,7 +60,7 @@ class DownloadRetry(RetryAction):
     name = "download-retry"
     description = "download with retry"
 
-    def __init__(self, key: str, spec: ImageSpec, into_tftp: bool = False):
+    def __init__(self, key: str, spec: ImageSpec, into_tftp: bool = False, after: Sequence[Action] = ()):
         super().__init__()
         self.summary = f"download {key}"
-        self.internal(DownloadAction(key, spec, into_tftp))
+        self.internal(DownloadAction(key, spec, into_tftp), *after)  # after: what changes the file (its overlays)

@@ -83,6 +83,7 @@ class ExtractNfsRootfs(JobDirectoryAction):
     description = "unpack the NFS root filesystem into this job's export"
     summary = "NFS root"
     what = "NFS root"
+    export_method = "tftp"  # the deploy method whose parameters name the export (nfs_root)
 
     def __init__(self, prefix: str | None = None) -> None:
         super().__init__()
@@ -90,7 +91,7 @@ class ExtractNfsRootfs(JobDirectoryAction):
 
     def run(self, ctx: JobContext) -> None:
         deployment = ctx.deployed()
-        made = deployment.nfs_root = self.make_directory(ctx.device.nfs_export_root(), ctx)
+        made = deployment.nfs_root = self.make_directory(ctx.device.nfs_export_root(self.export_method), ctx)
         count = extract_rootfs(deployment.images["nfsrootfs"], made)
         made.chmod(0o755)
         if self.prefix:
@@ -107,7 +108,11 @@ class NfsExport(Action):
     description = "make sure the NFS server managed by the dispatcher exports the NFS roots"
     summary = "NFS server"
 
+    def __init__(self, method: str = "tftp") -> None:
+        super().__init__()
+        self.method = method  # the deploy method whose parameters name the server and the export
+
     def run(self, ctx: JobContext) -> None:
-        server = nfs.server_for(ctx.device.deploy_parameters("tftp"))
+        server = nfs.server_for(ctx.device.deploy_parameters(self.method))
         if server is not None:
-            server.ensure_export(ctx.device.nfs_export_root(), log=ctx.logger.info)
+            server.ensure_export(ctx.device.nfs_export_root(self.method), log=ctx.logger.info)

@@ -14,6 +14,7 @@ from typing import Literal
 from pipeline.action import Action
 from pipeline.actions.common.deploy import DeployAction, DeployBase
 from pipeline.actions.common.download import DownloadRetry
+from pipeline.actions.common.image_overlays import overlay_problems, overlay_steps
 from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
 from pipeline.deployment import Deployment, MediaFiles
@@ -81,7 +82,7 @@ class DeployMedia(DeployBase):
         return {"image": (where, spec)} if spec is not None else {}
 
     def rules(self, place: str) -> list[str]:
-        problems = []
+        problems = overlay_problems(place, self.files())
         if (self.image is None) == (self.images is None):
             problems.append(f"{place}: {self.to} needs exactly one of image or images")
         elif self.spec() is None:
@@ -180,6 +181,7 @@ class MediaDeploy(Strategy):
     def make(cls, params: DeployMedia, block: ActionBlock, plan: BuildPlan) -> Action:
         node, _ = media_node(plan.device, params)
         top = StorageDeploy(params, block.place)
-        top.internal(*[DownloadRetry(key, spec) for key, (_, spec) in params.files().items()],
+        top.internal(*[DownloadRetry(key, spec, after=overlay_steps(key, spec))
+                       for key, (_, spec) in params.files().items()],
                      WriteImageToMedia(params, str(node)))
         return top

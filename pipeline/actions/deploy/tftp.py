@@ -14,6 +14,7 @@ from pipeline import nfs, overlay
 from pipeline.action import Action
 from pipeline.actions.common.deploy import DeployAction, DeployBase, DeployDeviceEnv
 from pipeline.actions.common.download import DownloadRetry
+from pipeline.actions.common.image_overlays import overlay_problems, overlay_steps
 from pipeline.actions.common.nfsroot import ExtractNfsRootfs, JobDirectoryAction, NfsExport, overlay_target
 from pipeline.actions.common.overlay import overlay_action, overlay_root
 from pipeline.archive import safe_extract
@@ -55,7 +56,7 @@ class DeployTftp(DeployBase):
         return {key: (key, spec) for key in FILES if (spec := getattr(self, key)) is not None}
 
     def rules(self, place: str) -> list[str]:
-        problems = []
+        problems = overlay_problems(place, self.files())
         if not self.kernel:
             problems.append(f"{place}.kernel: required but missing (tftp needs a kernel to deploy)")
         if self.nfsrootfs and self.persistent_nfs:
@@ -192,7 +193,8 @@ class TftpDeployAction(DeployAction):
         # LAVA's order: the overlay, the downloads, the files prepared (prepare-tftp-overlay), the environment.
         steps: list[Action] = [lava_overlay] if lava_overlay else []
         steps.append(PrepareTftpDir())
-        steps += [DownloadRetry(key, spec, into_tftp=key not in ("nfsrootfs", "modules"))
+        steps += [DownloadRetry(key, spec, into_tftp=key not in ("nfsrootfs", "modules"),
+                                after=overlay_steps(key, spec))
                   for key, (_, spec) in files.items()]
         prepare: list[Action] = []
         managed_nfs = False

@@ -11,6 +11,7 @@ from pipeline import overlay
 from pipeline.action import Action
 from pipeline.actions.common.deploy import DeployAction, DeployBase, DeployDeviceEnv
 from pipeline.actions.common.download import DownloadRetry
+from pipeline.actions.common.image_overlays import overlay_problems, overlay_steps
 from pipeline.actions.common.overlay import overlay_action, overlay_root
 from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
@@ -40,7 +41,7 @@ class DeployTmpfs(DeployBase):
     def rules(self, place: str) -> list[str]:
         if bool(self.image) == bool(self.images):
             return [f"{place}: tmpfs needs exactly one of image (a URL) or images (a mapping)"]
-        return []
+        return overlay_problems(place, self.files())
 
     def job_rules(self, place: str, blocks: Sequence[ActionBlock]) -> list[str]:
         tests = any(block.kind == "test" for block in blocks)
@@ -95,7 +96,7 @@ class DeployImages(DeployAction):
         # LAVA's order: the overlay, the board's environment, the downloads, the overlay applied.
         steps: list[Action] = [lava_overlay] if lava_overlay else []
         steps.append(DeployDeviceEnv())
-        steps += [DownloadRetry(key, spec) for key, (_, spec) in files.items()]
+        steps += [DownloadRetry(key, spec, after=overlay_steps(key, spec)) for key, (_, spec) in files.items()]
         if lava_overlay:
             ramdisk = self.declared.overlay_ramdisk
             steps.append(AppendOverlays(ramdisk) if ramdisk else ApplyOverlayGuest())

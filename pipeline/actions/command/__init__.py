@@ -1,0 +1,1 @@
+"""The command block: a command the device's administrator listed, run on the dispatcher."""
