@@ -41,7 +41,8 @@ def test_other_urls_are_a_config_error_naming_the_variable(url, found):
     with pytest.raises(ConfigError) as err:
         redis_target(url)
     assert isinstance(err.value, ValueError)
-    assert str(err.value) == f"LAVA_DISPATCH_REDIS_URL must start with redis://, rediss:// (TLS) or unix:// ({found})"
+    assert str(err.value) == (f"LAVA_DISPATCH_REDIS_URL must start with redis://, rediss:// (TLS), unix:// or "
+                              f"redis+sentinel:// ({found})")
     assert "s3cret" not in str(err.value)
 
 
