@@ -178,5 +178,6 @@ def redis_client(url: str | None = None, **overrides: Any) -> redis.Redis:
         options.update(target.ssl)
     options.update(overrides)
     if target.sentinel:
-        return sentinel_client(target.sentinel, options)
+        client: redis.Redis = sentinel_client(target.sentinel, options)
+        return client
     return redis.Redis.from_url(target.url, **options)

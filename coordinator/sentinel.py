@@ -136,8 +136,10 @@ def sentinel_client(spec: SentinelSpec, options: dict[str, Any]) -> Any:
     from redis.sentinel import Sentinel
 
     connection = {k: v for k, v in options.items() if k not in ("username", "password", "db")}
-    sentinel = Sentinel(list(spec.hosts), sentinel_kwargs=spec.sentinel_kwargs(), **connection)
-    return sentinel.master_for(spec.master, db=spec.db, username=spec.username, password=spec.password)
+    sentinel = Sentinel(list(spec.hosts), sentinel_kwargs=spec.sentinel_kwargs(),  # type: ignore[no-untyped-call]
+                        **connection)
+    return sentinel.master_for(spec.master, db=spec.db,  # type: ignore[no-untyped-call]
+                               username=spec.username, password=spec.password)
 
 
 __all__ = ["DEFAULT_SENTINEL_PORT", "PASSWORD_VARIABLE", "SCHEME", "SentinelSpec", "SentinelURLError",
