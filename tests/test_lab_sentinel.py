@@ -35,6 +35,7 @@ def submit_retrying(sched, text: str, deadline_s: float = 60.0) -> str:
 
 
 def test_primary_killed_mid_job(tmp_path, no_leftovers, monkeypatch):
+    from tasks.keys import job_key
     from tasks.records import get_job
     from tasks.scheduler import Lab as Scheduler
 
@@ -104,6 +105,18 @@ def test_primary_killed_mid_job(tmp_path, no_leftovers, monkeypatch):
         assert set(states) == set(acked)
         assert r.info("replication")["role"] == "master"
         assert {b["state"] for b in sched.boards()} == {"idle"}
+
+        # The old primary comes back: the sentinels make it a replica of the new one, and writes are
+        # replicated again (the lab's WAIT gets its replica).
+        sentinels.primary.start()
+        wait_for(lambda: sentinels.replica.client().info("replication").get("connected_slaves") == 1
+                 and sentinels.primary.client().info("replication").get("master_link_status") == "up", 60,
+                 "the old primary to become a replica of the new one")
+        back = submit_retrying(sched, job("back", 0.1))
+        assert wait_for(lambda: get_job(r, back)["state"] in FINAL and get_job(r, back), 60,
+                        "the last job")["state"] == "Complete"
+        assert sched.wait_replicas("check") == 1
+        assert sentinels.primary.client().hget(job_key(back), "state") == "Complete"
     finally:
         lab.stop_all()
         sentinels.stop()
