@@ -62,6 +62,7 @@ EVENTS = ("kill_worker", "kill_celery", "restart_redis")
 KINDS = (("pass", 0.75), ("hang", 0.10), ("cancel", 0.15))
 HANG_TIMEOUT_S = 8
 DONE_KEYS = "lava:{lab}:done:*"  # a once-script's answer, kept 600 s for a retry (tasks/scripts.py)
+ENDED = "lava:{lab}:ended"  # jobs that ended, for the lab server's archiver (the newest 100,000)
 
 
 class Soak:
@@ -101,8 +102,16 @@ class Soak:
         self.r = redis_client(self.redis.url, socket_timeout=5)
         self.sched = Scheduler(self.r)
 
-    def used_memory(self) -> int:
-        return int(self.r.info("memory")["used_memory"])
+    def used_memory(self) -> tuple[int, int]:
+        """Redis's ``used_memory``, and the part of it that is neither the script cache nor a bounded key.
+
+        Bounded: a once-script's answer (kept 600 s), the archiver's list of ended jobs (the newest
+        100,000; a lab server takes them), which a lab without a server only fills up to its bound.
+        """
+        info = self.r.info("memory")
+        used = int(info["used_memory"])
+        bounded = bounded_bytes(self.r, DONE_KEYS) + int(self.r.memory_usage(ENDED) or 0)
+        return used, used - int(info.get("used_memory_scripts", 0)) - bounded
 
     def job_text(self, kind: str, n: int) -> str:
         if kind == "hang":
@@ -244,17 +253,19 @@ def main() -> int:
     leftover: list[tuple[int, str]] = []
     try:
         soak.start()
-        mem_start = soak.used_memory()
+        mem_start, data_start = soak.used_memory()
         keys_start = soak.r.dbsize()
         key_patterns_start = key_patterns(soak.r)
         soak.run()
         drain_s = soak.drain()
         helpers = job_helpers(soak.base)  # every job ended: none of their processes may live
         soak.expire()
-        mem_end = soak.used_memory()
+        mem_end, data_end = soak.used_memory()
         keys_end = soak.r.dbsize()
         shapes = key_patterns(soak.r) - key_patterns_start
         answers = bounded_bytes(soak.r, DONE_KEYS)
+        ended = int(soak.r.memory_usage(ENDED) or 0)
+        scripts = int(soak.r.info("memory").get("used_memory_scripts", 0))
         leftover += helpers
     finally:
         soak.lab.stop_all()
@@ -277,7 +288,7 @@ def main() -> int:
     states = Counter((soak.kind[j], seen["record"]["state"]) for j, seen in soak.finished.items())
     growth = rss_growth(soak.rss, run_s)
     worker_growth = max((row[4] for row in growth if row[0].endswith("/worker")), default=float("nan"))
-    redis_flat = mem_end - answers <= mem_start * 1.10 + 256 * 1024
+    redis_flat = data_end <= data_start * 1.10 + 256 * 1024
     workers_flat = all(row[4] <= 20 for row in growth)
 
     print(f"soak of {args.minutes:g} min: {args.boards} local-shell boards, one worker each, Redis with AOF "
@@ -292,8 +303,10 @@ def main() -> int:
     print(f"drain after the run: {drain_s:.1f} s; keys {keys_start} before the first job, {keys_end} after "
           f"draining and expiry")
     print("keys added, by shape: " + (", ".join(f"{k}={n}" for k, n in shapes.most_common(6)) or "none"))
-    print(f"redis used_memory: {mem_start} B before the first job, {mem_end} B after draining, of which "
-          f"{answers} B are script answers kept 600 s for retries ({'flat' if redis_flat else 'GROWS'})")
+    print(f"redis used_memory: {mem_start} B before the first job, {mem_end} B after draining; of these, "
+          f"{answers} B are script answers kept 600 s for retries, {ended} B the ended-jobs list for the "
+          f"archiver (the newest 100,000), {scripts} B the script cache; the rest: {data_start} B -> "
+          f"{data_end} B ({'flat' if redis_flat else 'GROWS'})")
     for name, pid, first, last, pct, slope in sorted(growth):
         print(f"rss {name} (pid {pid}): {first} kB -> {last} kB ({pct:+.1f} %, {slope:+.1f} kB/min)")
     print(f"memory: {'flat' if redis_flat and workers_flat else 'GROWS'}")
