@@ -8,9 +8,11 @@ works for all.
 
 ``LAVA_DISPATCH_REDIS_URL``
     ``redis://[[USER]:PASSWORD@]HOST:PORT/DB``, ``rediss://...`` for TLS, or
-    ``unix://[[USER]:PASSWORD@]PATH?db=DB``; default
-    ``redis://127.0.0.1:6379/0``. Anything else is a :class:`ConfigError`
-    naming the variable.
+    ``unix://[[USER]:PASSWORD@]PATH?db=DB``, or
+    ``redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]``
+    for a primary watched by Redis Sentinel (:mod:`coordinator.sentinel`);
+    default ``redis://127.0.0.1:6379/0``. Anything else is a
+    :class:`ConfigError` naming the variable.
 ``LAVA_DISPATCH_REDIS_CA``, ``LAVA_DISPATCH_REDIS_CERT``, ``LAVA_DISPATCH_REDIS_KEY``
     ``rediss://`` only: the CA bundle that signed the server's certificate
     (default: the system's trust store), and a client certificate and its key
@@ -29,6 +31,9 @@ import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from coordinator.sentinel import SCHEME as SENTINEL_SCHEME
+from coordinator.sentinel import SentinelSpec, SentinelURLError, parse_sentinel_url, sentinel_client
 
 if TYPE_CHECKING:
     import redis
@@ -87,9 +92,19 @@ class RedisTarget:
 
     url: str
     ssl: dict[str, Any] | None
+    sentinel: SentinelSpec | None = None  # a redis+sentinel:// URL: the sentinels and the master's name
 
     def redacted(self) -> str:
         return redact(self.url)
+
+    @property
+    def celery_url(self) -> str:
+        """The broker and result backend URL in Celery's form (``sentinel://...;sentinel://...`` for Sentinel)."""
+        return self.sentinel.celery_url() if self.sentinel else self.url
+
+    def transport_options(self) -> dict[str, Any]:
+        """What Celery's broker and result backend need besides the URL (the master's name for Sentinel)."""
+        return self.sentinel.transport_options() if self.sentinel else {}
 
 
 def redis_target(url: str | None = None) -> RedisTarget:
@@ -100,12 +115,18 @@ def redis_target(url: str | None = None) -> RedisTarget:
     only the scheme is ever shown, as the URL may hold a password.
     """
     url = url or redis_url()
+    if url.startswith(SENTINEL_SCHEME + "://"):
+        try:
+            return RedisTarget(url, None, parse_sentinel_url(url))
+        except SentinelURLError as exc:
+            raise ConfigError(str(exc)) from None
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES or not url.startswith(parts.scheme + "://"):
         head = url.split("://", 1)[0] if "://" in url else ""
         shown = head and len(head) <= 20 and "@" not in head
         found = f"not {head}://" if shown else "it has no scheme such as redis://"
-        raise ConfigError(f"{URL_VARIABLE} must start with redis://, rediss:// (TLS) or unix:// ({found})")
+        raise ConfigError(f"{URL_VARIABLE} must start with redis://, rediss:// (TLS), unix:// or "
+                          f"redis+sentinel:// ({found})")
     try:
         parts.port  # noqa: B018 - urlsplit checks the port only when asked
     except ValueError:
@@ -156,4 +177,7 @@ def redis_client(url: str | None = None, **overrides: Any) -> redis.Redis:
     if target.ssl:
         options.update(target.ssl)
     options.update(overrides)
+    if target.sentinel:
+        client: redis.Redis = sentinel_client(target.sentinel, options)
+        return client
     return redis.Redis.from_url(target.url, **options)

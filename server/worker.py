@@ -28,8 +28,8 @@ lab_app_module = importlib.import_module("tasks.app")  # the module (``tasks.app
 log = logging.getLogger("lava-dispatch.server")
 logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines on every first use say nothing here
 
-app = Celery("lava-dispatch-server", broker=lab_app_module.target.url, backend=lab_app_module.target.url,
-             set_as_current=False)
+app = Celery("lava-dispatch-server", broker=lab_app_module.target.celery_url,
+             backend=lab_app_module.target.celery_url, set_as_current=False)
 app.conf.update({key: value for key, value in lab_app_module.app.conf.changes.items()
                  if key not in ("broker_url", "result_backend", "include", "task_routes", "task_default_queue",
                                 "worker_disable_prefetch", "worker_prefetch_multiplier", "worker_concurrency")})

@@ -21,6 +21,10 @@ Settings and why:
   the lab's state lives in the job records, not in ``celery-task-meta-*``.
 - The broker connection is retried for ever (a worker outlives a Redis
   restart); publishing the next step of a chain retries for about a minute.
+- Behind Redis Sentinel (``redis+sentinel://``) the broker and the result
+  backend are kombu's and Celery's ``sentinel://`` with the master's name in
+  their transport options; both ask a sentinel for the primary on every
+  reconnect, so a failover is one more reconnect.
 
 ``celery -A tasks ...`` finds this app through ``tasks.__getattr__``.
 """
@@ -39,7 +43,7 @@ try:
 except config.ConfigError as exc:  # `celery -A tasks ...` says why in one line, not with a traceback
     raise SystemExit(f"lava-dispatch: {exc}") from None
 
-app = Celery("lava-dispatch", broker=target.url, backend=target.url, include=["tasks.celery_tasks"])
+app = Celery("lava-dispatch", broker=target.celery_url, backend=target.celery_url, include=["tasks.celery_tasks"])
 
 transport_options = {
     "visibility_timeout": VISIBILITY_TIMEOUT,
@@ -48,6 +52,7 @@ transport_options = {
     "socket_keepalive": True,
     "health_check_interval": 10,
     "client_name": "lava-dispatch-celery",
+    **target.transport_options(),
 }
 
 app.conf.update(
@@ -102,10 +107,14 @@ def app_for(url: str | None = None) -> Celery:
         return app
     wanted = config.redis_target(url)
     if wanted.url not in _apps:
-        other = Celery("lava-dispatch", broker=wanted.url, backend=wanted.url, include=["tasks.celery_tasks"],
-                       set_as_current=False)
+        other = Celery("lava-dispatch", broker=wanted.celery_url, backend=wanted.celery_url,
+                       include=["tasks.celery_tasks"], set_as_current=False)
         other.conf.update({key: value for key, value in app.conf.changes.items()
                            if key not in ("broker_url", "result_backend")})
+        options = {k: v for k, v in transport_options.items() if k not in ("master_name", "sentinel_kwargs")}
+        options.update(wanted.transport_options())
+        other.conf.broker_transport_options = options
+        other.conf.result_backend_transport_options = dict(options)
         other.conf.broker_use_ssl = dict(wanted.ssl) if wanted.ssl else None
         other.conf.redis_backend_use_ssl = dict(wanted.ssl) if wanted.ssl else None
         _apps[wanted.url] = other

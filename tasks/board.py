@@ -193,7 +193,7 @@ class BoardRuntime:
         kind, data = self.lab.heartbeat(self.board, self.node, active.job_id if active else None)
         if kind == "job" and active is not None and data and data[0] == JobState.CANCELING:
             active.cancel.set()
-        elif kind == "gone" and active is not None:
+        elif kind == "gone" and active is not None and self.active is active:  # not a job that ended meanwhile
             log.error("job %s is no longer this board's (%s): stopping it", active.job_id, data[0] if data else "")
             active.stop_reason = active.stop_reason or f"the job ended without this worker ({data[0] if data else ''})"
             active.cancel.set()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,12 @@ from tasks.keys import LAB, board_key, group_of, type_keys
 
 if TYPE_CHECKING:
     from pipeline.device import Device
+
+log = logging.getLogger("lava-dispatch.state")
+
+# Behind Sentinel these writes wait for a replica (WAIT) before the caller is answered: a failover
+# right after them must not lose a submitted job, a job's end or a cancel.
+REPLICATED = frozenset({"submit", "submit_group", "finish", "lose", "cancel"})
 
 
 class SubmitError(Exception):
@@ -92,6 +99,8 @@ class LabState:
         self.board_ttl_ms = self.lease_ms
         self.keep_s = config.keep_seconds()
         self._scripts = scripts.register(self.r)
+        sentinel = config.redis_target(self.url).sentinel
+        self._wait = (sentinel.wait_replicas, sentinel.wait_ms) if sentinel and sentinel.wait_replicas else None
         self._devices: dict[str, Device] = {}
         self._board_types: dict[str, str] = {}  # the boards this process registered -> device type
         self._coordinator: Any = None
@@ -111,7 +120,20 @@ class LabState:
         if scripts.SCRIPTS[name].once:
             token = token or uuid.uuid4().hex
         keys, argv = self.script_arguments(name, *args, token=token)
-        return self._scripts[name](keys=keys, args=argv)
+        answer = self._scripts[name](keys=keys, args=argv)
+        if self._wait and name in REPLICATED:
+            self.wait_replicas(name)
+        return answer
+
+    def wait_replicas(self, what: str) -> int:
+        """``WAIT`` for the replicas the URL asks for; fewer in time is logged (the write stands on the primary)."""
+        assert self._wait is not None
+        wanted, ms = self._wait
+        got = int(self.r.wait(wanted, ms))
+        if got < wanted:
+            log.warning("%s: %d of %d replicas confirmed the write within %d ms; a failover now could lose it",
+                        what, got, wanted, ms)
+        return got
 
     def board_type(self, board: str) -> str:
         """The device type of a board this process registered ('' otherwise: the script finds it)."""

@@ -41,7 +41,8 @@ def test_other_urls_are_a_config_error_naming_the_variable(url, found):
     with pytest.raises(ConfigError) as err:
         redis_target(url)
     assert isinstance(err.value, ValueError)
-    assert str(err.value) == f"LAVA_DISPATCH_REDIS_URL must start with redis://, rediss:// (TLS) or unix:// ({found})"
+    assert str(err.value) == (f"LAVA_DISPATCH_REDIS_URL must start with redis://, rediss:// (TLS), unix:// or "
+                              f"redis+sentinel:// ({found})")
     assert "s3cret" not in str(err.value)
 
 
@@ -110,3 +111,34 @@ def test_importing_it_does_not_import_redis():
     code = "import sys, coordinator.redis_client, tasks.config; print('redis' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False"]
+
+
+def test_sentinel_url_names_the_sentinels_the_master_and_the_db():
+    target = redis_target("redis+sentinel://lava:p%40ss@s1:26380,s2,[::1]:26381/lab/3?wait=2&wait_ms=250")
+    spec = target.sentinel
+    assert spec is not None and target.ssl is None
+    assert spec.hosts == (("s1", 26380), ("s2", 26379), ("::1", 26381))
+    assert (spec.master, spec.db, spec.username, spec.password) == ("lab", 3, "lava", "p@ss")
+    assert (spec.wait_replicas, spec.wait_ms) == (2, 250)
+    # Celery's and kombu's form: one sentinel:// URL per sentinel, the master's name in the transport options.
+    assert target.celery_url == ("sentinel://lava:p%40ss@s1:26380/3;sentinel://lava:p%40ss@s2:26379/3;"
+                                 "sentinel://lava:p%40ss@[::1]:26381/3")
+    assert target.transport_options()["master_name"] == "lab"
+    assert "p@ss" not in target.redacted() and "p%40ss" not in target.redacted()
+    defaults = redis_target("redis+sentinel://s1/lab").sentinel
+    assert defaults is not None and (defaults.db, defaults.wait_replicas, defaults.wait_ms) == (0, 1, 1000)
+    assert redis_target("redis://h/0").transport_options() == {}
+
+
+@pytest.mark.parametrize("url, message", [
+    ("redis+sentinel://:s3cret@/lab/0", "no sentinel address"),
+    ("redis+sentinel://:s3cret@h:26379", "no master name"),
+    ("redis+sentinel://:s3cret@h:notaport/lab", "the sentinel port of h is not a number"),
+    ("redis+sentinel://:s3cret@h/lab/zero", "/MASTER or /MASTER/DB"),
+    ("redis+sentinel://:s3cret@h/lab/0?wait=x", "wait='x' is not a whole number"),
+    ("redis+sentinel://:s3cret@h/lab/0?ssl=1", "unknown option 'ssl'"),
+])
+def test_bad_sentinel_urls_are_a_config_error(url, message):
+    with pytest.raises(ConfigError, match="LAVA_DISPATCH_REDIS_URL") as err:
+        redis_target(url)
+    assert message in str(err.value) and "s3cret" not in str(err.value)
