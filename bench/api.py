@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,10 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import requests  # noqa: E402
-from archive import analyze, database, fill, log_line, stop_server  # noqa: E402  (bench/archive.py)
-from lab_helpers import RedisServer, free_port, wait_for  # noqa: E402
+from archive import analyze, database, fill, log_line, start_server, stop_server  # noqa: E402  (bench/archive.py)
+from lab_helpers import RedisServer, wait_for  # noqa: E402
 
 from server import archive, auth, db  # noqa: E402
+from tasks.keys import ID_COUNTER, LAB, job_key, log_key  # noqa: E402
 
 
 def timed(call: Callable[[], object], samples: int) -> tuple[float, float, float]:
@@ -106,25 +106,19 @@ def main() -> int:
         auth.add_user("bench", engine=engine)
         token = auth.add_token("bench", engine=engine)
         r = redis.client()
-        r.set("lava:last_id", live_id)
-        r.hset(f"lava:job:{live_id}", mapping={"id": live_id, "name": "live", "state": "Running", "board": "b1",
+        r.set(ID_COUNTER, live_id)
+        r.hset(job_key(live_id), mapping={"id": live_id, "name": "live", "state": "Running", "board": "b1",
                                                 "device_type": "kvm", "submitter": "bench", "submitted": 1,
                                                 "started": 2, "definition": "job_name: live\n"})
-        r.zadd("lava:leases", {live_id: 9e15})
+        r.zadd(LAB.leases, {live_id: 9e15})
         pipe = r.pipeline(transaction=False)
         for n in range(args.log_lines):
-            pipe.xadd(f"lava:job:{live_id}:log", {"r": json.dumps({"dt": "t", "lvl": "target", "msg": f"line {n}"})})
+            pipe.xadd(log_key(live_id), {"r": json.dumps({"dt": "t", "lvl": "target", "msg": f"line {n}"})})
             if n % 5000 == 4999:
                 pipe.execute()
         pipe.execute()
 
-        port = free_port()
-        env = {**os.environ, "LAVA_DISPATCH_REDIS_URL": redis.url, "LAVA_DISPATCH_DATABASE_URL": url,
-               "LAVA_DISPATCH_LAB_DIR": str(base), "PYTHONPATH": str(ROOT)}
-        log = open(base / "server.log", "wb")
-        server = subprocess.Popen([sys.executable, "-m", "tasks.cli", "server", "--listen", f"127.0.0.1:{port}",
-                                   "--loglevel", "WARNING"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server, port = start_server(base, redis.url, url)
         http = f"http://127.0.0.1:{port}"
         try:
             wait_for(lambda: requests.get(f"{http}/api/v0.2/system/version/", timeout=2).ok, 60, "the server")

@@ -20,6 +20,7 @@ import os
 import random
 import secrets
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -72,6 +73,21 @@ def analyze(engine: Engine) -> None:
     else:
         with engine.begin() as connection:
             connection.exec_driver_sql("ANALYZE")
+
+
+def start_server(base: Path, redis_url: str, database_url: str) -> tuple[subprocess.Popen[bytes], int]:
+    """A lab server (``lava-dispatch server``) on a free port for a bench: (its process, its port)."""
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "LAVA_DISPATCH_REDIS_URL": redis_url, "LAVA_DISPATCH_DATABASE_URL": database_url,
+           "LAVA_DISPATCH_LAB_DIR": str(base), "PYTHONPATH": str(root)}
+    with open(base / "server.log", "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "tasks.cli", "server", "--listen", f"127.0.0.1:{port}",
+                                   "--loglevel", "WARNING"], cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    return server, port
 
 
 def stop_server(server: subprocess.Popen[bytes], redis: Any) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import requests  # noqa: E402
-from archive import TYPES, analyze, database, fill, stop_server  # noqa: E402  (bench/archive.py)
-from lab_helpers import RedisServer, free_port, wait_for  # noqa: E402
+from archive import TYPES, analyze, database, fill, start_server, stop_server  # noqa: E402  (bench/archive.py)
+from lab_helpers import RedisServer, wait_for  # noqa: E402
 
 from server import db  # noqa: E402
 
@@ -99,13 +98,7 @@ def main() -> int:
             s.execute(update(Job).where(Job.number % 7 == 0).values(health_check=True))
         analyze(engine)
         lab_state(redis.client(), args.jobs, args.queued)
-        port = free_port()
-        env = {**os.environ, "LAVA_DISPATCH_REDIS_URL": redis.url, "LAVA_DISPATCH_DATABASE_URL": url,
-               "LAVA_DISPATCH_LAB_DIR": str(base), "PYTHONPATH": str(ROOT)}
-        log = open(base / "server.log", "wb")
-        server = subprocess.Popen([sys.executable, "-m", "tasks.cli", "server", "--listen", f"127.0.0.1:{port}",
-                                   "--loglevel", "WARNING"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server, port = start_server(base, redis.url, url)
         http = f"http://127.0.0.1:{port}"
         try:
             wait_for(lambda: requests.get(f"{http}/v1/healthz", timeout=2).ok, 60, "the server")

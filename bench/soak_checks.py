@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
+
+from lab_helpers import live_processes  # tests/, on the soak's path
 
 NO_OP = ("duplicate", "stale", "final", "missing", "already-ran")  # steps that ran nothing (tests/test_lab.py)
 
@@ -115,29 +116,13 @@ def job_helpers(base: Path) -> list[tuple[int, str]]:
     """Live processes of any job of the lab at ``base``: a job's scratch directory in their command line or
     environment (``<base>/tmp/lava-dispatch-<board>/<job id>``, as tests/lab_helpers.processes_mentioning)."""
     pattern = re.compile(re.escape(str(base / "tmp").encode()) + rb"/lava-dispatch-[^/\0]+/\d+(\.\d+)?(?=[/\0 ]|$)")
-    return _scan(lambda cmdline, environ: bool(pattern.search(cmdline) or pattern.search(environ)))
+    return live_processes(lambda cmdline, environ: bool(pattern.search(cmdline) or pattern.search(environ)))
 
 
 def lab_processes(base: Path) -> list[tuple[int, str]]:
     """Every live process of the soak's lab: its directory in its command line or environment."""
     needle = str(base).encode()
-    return _scan(lambda cmdline, environ: needle in cmdline or needle in environ)
-
-
-def _scan(match: Any) -> list[tuple[int, str]]:
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
-            environ = Path(f"/proc/{name}/environ").read_bytes()
-            stat = Path(f"/proc/{name}/stat").read_text()
-        except OSError:
-            continue
-        if stat[stat.rindex(")") + 2] != "Z" and match(cmdline, environ):
-            found.append((int(name), cmdline.replace(b"\0", b" ").decode(errors="replace").strip()))
-    return found
+    return live_processes(lambda cmdline, environ: needle in cmdline or needle in environ)
 
 
 __all__ = ["bounded_bytes", "children", "double_booked", "key_patterns", "job_helpers", "lab_processes", "overlaps", "rss_growth", "rss_kb",

@@ -256,6 +256,11 @@ def processes_mentioning(job_id: str, base: Path | None = None) -> list[tuple[in
         base = Path(os.environ["LAVA_DISPATCH_STATE_DIR"]).parent
     pattern = re.compile(re.escape(str(base / "tmp").encode()) + rb"/lava-dispatch-[^/\0]+/"
                          + re.escape(job_id.encode()) + rb"(?=[/\0 ]|$)")
+    return live_processes(lambda cmdline, environ: bool(pattern.search(cmdline) or pattern.search(environ)))
+
+
+def live_processes(match: Callable[[bytes, bytes], bool]) -> list[tuple[int, str]]:
+    """(pid, command line) of every live process but this one whose command line and environment ``match``."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit() or int(name) == os.getpid():
@@ -266,10 +271,8 @@ def processes_mentioning(job_id: str, base: Path | None = None) -> list[tuple[in
             stat = Path(f"/proc/{name}/stat").read_text()
         except OSError:
             continue
-        if stat[stat.rindex(")") + 2] == "Z":
-            continue
-        if pattern.search(cmdline) or pattern.search(environ):
-            found.append((int(name), cmdline.replace(b"\0", b" ").decode(errors="replace")))
+        if stat[stat.rindex(")") + 2] != "Z" and match(cmdline, environ):
+            found.append((int(name), cmdline.replace(b"\0", b" ").decode(errors="replace").strip()))
     return found
 
 
