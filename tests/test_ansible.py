@@ -273,7 +273,8 @@ def stop(process: subprocess.Popen, timeout: float = 60) -> int:
 def board_idle(redis_env: dict[str, str], board: str) -> bool:
     result = subprocess.run([sys.executable, "-m", "tasks.cli", "devices"], capture_output=True, text=True,
                             env=redis_env, cwd=ROOT, timeout=30)
-    return result.returncode == 0 and any(line.split()[:3] == [board, "local-shell", "idle"]
+    # BOARD TYPE HEALTH STATE ...: a Good board that is idle
+    return result.returncode == 0 and any(line.split()[:4] == [board, "local-shell", "Good", "idle"]
                                           for line in result.stdout.splitlines())
 
 
