@@ -15,7 +15,8 @@ from pipeline.errors import LavaError
 from pipeline.power import run_power
 from pipeline.registry import finalizer, known_action
 
-FEEDBACK_SECONDS = 1.0  # how long the console is read for what the board printed last
+FEEDBACK_SECONDS = 1.0  # the longest the console is read for what the board printed last
+FEEDBACK_QUIET = 0.01  # a console quiet this long has nothing more to say (a job does not wait FEEDBACK_SECONDS)
 
 
 @known_action
@@ -43,7 +44,8 @@ class ReadFeedback(Action):
         deadline = time.monotonic() + min(FEEDBACK_SECONDS, self.timeout)
         try:
             while (left := deadline - time.monotonic()) > 0:
-                connection.readline(left, self.name)  # what is read is logged as the board's output
+                # What is read is logged as the board's output; a quiet console ends the read.
+                connection.readline(min(left, FEEDBACK_QUIET), self.name)
         except LavaError:
             pass  # the end of the feedback (a timeout) or a console that closed
 
