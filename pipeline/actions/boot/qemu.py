@@ -19,6 +19,7 @@ from pipeline.actions.common.shell import BootBase, board_command, shell_steps
 from pipeline.blocks import ActionBlock
 from pipeline.connection import ShellConnection
 from pipeline.context import JobContext
+from pipeline.deployment import Deployment
 from pipeline.errors import ConfigurationError, JobError, ProblemList
 from pipeline.registry import block_model, known_action, strategy
 from pipeline.strategy import BuildPlan, Strategy
@@ -116,21 +117,28 @@ class BootQemuImage(Action):
     summary = "boot QEMU image"
 
 
+def checked_deployment(block: ActionBlock, plan: BuildPlan, method: str, deployed_to: str,
+                       ignored: tuple[str, ...] = ()) -> Deployment:
+    """The deploy this QEMU boot boots, its image arguments checked (``ignored`` images' are not used)."""
+    deployment = plan.deployment()
+    if deployment is None or deployment.method != deployed_to:
+        raise ProblemList([f"{block.place}: boot method {method} needs a deploy to {deployed_to} before it"])
+    images = set(deployment.image_args)
+    problems = [f"{deployment.place}.images.{key}.image_arg: {problem}"
+                for key, arg in deployment.image_args.items() if arg is not None and key not in ignored
+                for problem in check_image_arg(arg, images)]
+    if problems:
+        raise ProblemList(problems)
+    return deployment
+
+
 @strategy("boot", priority=10)
 class QemuBoot(Strategy):
     model, other_model, method = BootQemu, "method is not qemu", ("boot", "qemu")
 
     @classmethod
     def make(cls, params: BootQemu, block: ActionBlock, plan: BuildPlan) -> Action:
-        deployment = plan.deployment()
-        if deployment is None or deployment.method != "tmpfs":
-            raise ProblemList([f"{block.place}: boot method qemu needs a deploy to tmpfs before it"])
-        images = set(deployment.image_args)
-        problems = [f"{deployment.place}.images.{key}.image_arg: {problem}"
-                    for key, arg in deployment.image_args.items() if arg is not None
-                    for problem in check_image_arg(arg, images)]
-        if problems:
-            raise ProblemList(problems)
+        deployment = checked_deployment(block, plan, "qemu", "tmpfs")
         # Without a ramdisk to carry it, the overlay comes on a drive the booted guest unpacks.
         unpack = [UnpackOverlayDrive()] if plan.tests_after() and deployment.overlay_ramdisk is None else []
         # LAVA's shape: the retry on top, QEMU started inside boot-qemu-image, then the shell.

@@ -13,12 +13,11 @@ from __future__ import annotations
 from typing import Literal
 
 from pipeline.action import Action
-from pipeline.actions.boot.qemu import BootImageRetry, BootQemuImage, CallQemuAction
-from pipeline.actions.boot.qemu_args import check_image_arg
+from pipeline.actions.boot.qemu import BootImageRetry, BootQemuImage, CallQemuAction, checked_deployment
 from pipeline.actions.common.shell import BootBase, shell_steps
 from pipeline.blocks import ActionBlock
 from pipeline.context import JobContext
-from pipeline.errors import ConfigurationError, JobError, ProblemList
+from pipeline.errors import ConfigurationError, JobError
 from pipeline.registry import block_model, known_action, strategy
 from pipeline.strategy import BuildPlan, Strategy
 
@@ -57,15 +56,8 @@ class QemuNfsBoot(Strategy):
 
     @classmethod
     def make(cls, params: BootQemuNfs, block: ActionBlock, plan: BuildPlan) -> Action:
-        deployment = plan.deployment()
-        if deployment is None or deployment.method != "nfs":
-            raise ProblemList([f"{block.place}: boot method qemu-nfs needs a deploy to nfs before it"])
-        images = set(deployment.image_args)
-        problems = [f"{deployment.place}.images.{key}.image_arg: {problem}"
-                    for key, arg in deployment.image_args.items() if arg is not None and key != "nfsrootfs"
-                    for problem in check_image_arg(arg, images)]
-        if problems:
-            raise ProblemList(problems)
+        # The NFS root is served, not given to QEMU: its image_arg is not used (as in LAVA).
+        checked_deployment(block, plan, "qemu-nfs", "nfs", ignored=("nfsrootfs",))
         start = BootQemuImage()
         start.internal(CallQemuNfsAction())
         top = BootImageRetry(params)
